@@ -1,0 +1,1 @@
+"""ttsr_bridge.model"""

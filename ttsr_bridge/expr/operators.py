@@ -132,7 +132,7 @@ _BUILTINS: list[Operator] = [
     Operator(6, "max", 2, _err(np.maximum)),
     Operator(7, "min", 2, _err(np.minimum)),
     Operator(8, "mod", 2, _err(np.mod)),
-    Operator(20, "neg", 1, _err(np.negative), julia="-", sympy="neg"),
+    Operator(20, "neg", 1, _err(np.negative), sympy="neg"),  # SR.jl function `neg`: prints neg(x)
     Operator(21, "square", 1, _err(np.square)),
     Operator(22, "cube", 1, _err(lambda x: x * x * x)),
     Operator(23, "exp", 1, _err(np.exp)),

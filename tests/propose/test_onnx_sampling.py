@@ -1,0 +1,84 @@
+"""Grammar-constrained sampling: every sample is a well-formed tree within budget, whatever the
+logits (property test with random, extreme and adversarial logits)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ttsr_bridge.expr.operators import OperatorSet
+from ttsr_bridge.expr.tree import Expr
+from ttsr_bridge.model.tokenizer import Tokenizer
+from ttsr_bridge.propose.sampling import GrammarMasks, allowed_tokens, sample_constant, sample_tokens
+
+
+def _masks(tok: Tokenizer, ops: OperatorSet, nfeatures: int) -> GrammarMasks:
+    v = tok.vocab_size
+    leaf, un, bi = np.zeros(v, bool), np.zeros(v, bool), np.zeros(v, bool)
+    leaf[tok.var_ids[:nfeatures]] = leaf[tok.ptr_ids] = leaf[tok.lit_ids] = leaf[tok.const_id] = True
+    un[[tok.op_token[o.id] for o in ops.unary]] = True
+    bi[[tok.op_token[o.id] for o in ops.binary]] = True
+    return GrammarMasks(leaf, un, bi, tok.ptr_ids)
+
+
+def _simulate(tok, masks, budget, n_consts, logit_fn, rng, temperature=1.0, top_k=None):
+    n = len(budget)
+    need, length = np.ones(n, np.int64), np.zeros(n, np.int64)
+    seqs = [[] for _ in range(n)]
+    active = np.arange(n)
+    while len(active):
+        allowed = allowed_tokens(masks, length[active], need[active], budget[active], n_consts[active])
+        toks, ok = sample_tokens(logit_fn(len(active)), allowed, temperature, top_k, rng)
+        assert ok.all()
+        for r, t in zip(active, toks):
+            seqs[r].append(int(t))
+        need[active] += tok.arity[toks].astype(np.int64) - 1
+        length[active] += 1
+        active = active[need[active] > 0]
+    return seqs
+
+
+def test_random_logits_always_well_formed_within_budget():
+    rng = np.random.default_rng(0)
+    tok = Tokenizer()
+    ops = OperatorSet.from_names(["+", "*", "/"], ["sin", "exp"])
+    nf = 2
+    masks = _masks(tok, ops, nf)
+    allowed_ops = {-o.id for o in ops.all}
+    budget = rng.integers(1, 31, size=400)
+    n_consts = rng.integers(0, 5, size=400)
+    makers = [
+        lambda n: rng.normal(size=(n, tok.vocab_size)) * 5,
+        lambda n: np.where(tok.arity >= 1, 50.0, 0.0)[None, :].repeat(n, 0),  # pushes for operators
+        lambda n: rng.uniform(-1e30, 1e30, size=(n, tok.vocab_size)),
+    ]
+    for make in makers:
+        for top_k in (None, 3):
+            seqs = _simulate(tok, masks, budget, n_consts, make, rng, top_k=top_k)
+            for seq, b, k in zip(seqs, budget, n_consts):
+                parent = Expr([0] * int(k) if k else [1], [1.0] * int(k) if k else [0.0])
+                child = tok.decode_child(seq, parent, lambda: 0.0)
+                assert child.is_valid() and len(child) <= b
+                assert all(c <= nf for c in child.codes)
+                assert all(c >= 0 or c in allowed_ops for c in child.codes)
+
+
+def test_greedy_and_non_finite_logits():
+    rng = np.random.default_rng(1)
+    tok = Tokenizer()
+    masks = _masks(tok, OperatorSet.from_names(["+"], []), 1)
+    allowed = allowed_tokens(masks, np.zeros(3, np.int64), np.ones(3, np.int64), np.full(3, 5), np.zeros(3, np.int64))
+    logits = rng.normal(size=(3, tok.vocab_size))
+    logits[1, 0] = np.nan
+    logits[2, 5] = np.inf
+    toks, ok = sample_tokens(logits, allowed, 0.0, None, rng)
+    assert ok.tolist() == [True, False, False]
+    assert allowed[0, toks[0]]
+
+
+def test_sample_constant_is_finite_and_near_parent():
+    rng = np.random.default_rng(2)
+    vals = [sample_constant([3.0], 1.0, rng, probability_negate=0.0) for _ in range(2000)]
+    assert all(np.isfinite(vals))
+    near = [v for v in vals if 3.0 / 1.25 <= v <= 3.0 * 1.25]
+    assert 0.4 < len(near) / len(vals) < 0.7  # about half perturb the parent constant
+    assert np.isfinite(sample_constant([], float("nan"), rng))

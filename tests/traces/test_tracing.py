@@ -1,0 +1,134 @@
+"""TraceWriter (SR.jl Tracing.jl mirror) → reader round trip, and schema validation."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ttsr_bridge.expr.tree import Expr, const, op, var
+from ttsr_bridge.traces.reader import read_trace
+from ttsr_bridge.traces.records import CrossoverEvent, DeathEvent, MutateEvent, TuningEvent
+from ttsr_bridge.traces.tracing import MutationStepTrace, TraceWriter
+from ttsr_bridge.traces.validate import validate_file
+
+_refs = itertools.count(1000)
+
+
+@dataclass
+class Member:
+    """Has exactly the attributes the writer reads from the engine's PopMember."""
+
+    tree: Expr
+    loss: float
+    cost: float
+    complexity: int
+    birth: int
+    ref: int
+    parent: int
+
+
+def member(tree: Expr, loss: float, parent: int = -1, birth: int = 0) -> Member:
+    return Member(tree, loss, loss, len(tree), birth, next(_refs), parent)
+
+
+def write_small_trace(path: Path) -> dict[str, Member]:
+    """A two-iteration trace exercising every hook; returns the members by name."""
+    a = member(op("+", op("*", var(0), const(2.5)), op("sin", var(1))), 0.0123, birth=3)
+    b = member(var(0), 1.25, birth=1)
+    c = member(op("cos", var(1)), 0.9, birth=2)
+    d = member(op("/", var(0), const(0.0)), math.inf, birth=0)
+    e = member(op("+", op("sin", var(1)), op("*", var(0), const(2.5))), 0.0123, parent=a.ref)
+    f = member(var(0), 1.25, parent=b.ref)
+    g = member(op("cos", op("sin", var(1))), 0.97, parent=a.ref)
+    h = member(op("+", var(0), var(1)), 0.5, parent=c.ref)
+    tuned = member(op("+", op("*", var(0), const(2.4999999999999996)), op("sin", var(1))),
+                   0.0122, parent=a.ref)
+    with TraceWriter(path, "SearchConfig(populations=2)") as tw:
+        it = tw.iteration_start(1, 1, 0, [a, b, c, d])
+        it.mutation_attempts([(a, e, MutationStepTrace("rotate_tree", "accept", "pass"))], d, 1)
+        it.mutation_attempts(
+            [(b, f, MutationStepTrace("add_node:append", "reject", "failed_constraint_check"))],
+            None, 1,
+        )
+        it.crossover(a, c, g, h, b, c,
+                     {"type": "subtree_crossover", "result": "accept", "reason": "pass"})
+        it.optimization(tuned, a.ref, tuned.ref, True)
+        tw.write(it)
+        it2 = tw.iteration_start(1, 2, 0, [e, f])
+        it2.mutation_attempts([(e, g, MutationStepTrace.identity())], f, 1)
+        # A member traced only through tuning: its entry is copied from the members dump.
+        f2 = member(var(0), 1.2, parent=f.ref)
+        it2.optimization(f2, f.ref, f2.ref, False)
+        tw.write(it2)
+    return dict(a=a, b=b, c=c, d=d, e=e, f=f, g=g, h=h, tuned=tuned)
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    m = write_small_trace(path)
+    tf = read_trace(path, strict=True)
+    assert tf.search is not None and tf.search.options == "SearchConfig(populations=2)"
+    assert tf.skipped == 0 and len(tf.iterations) == 2
+    it = tf.iterations[0]
+    assert (it.output, it.population, it.iteration) == (1, 1, 0)
+    assert [x.ref for x in it.members] == [m[k].ref for k in "abcd"]
+    assert it.members[0].tree == "(x1 * 2.5) + sin(x2)"
+    assert math.isinf(it.members[3].loss)
+    ev_a = it.mutations[m["a"].ref].events
+    assert isinstance(ev_a[0], MutateEvent) and ev_a[0].child == m["e"].ref and ev_a[0].selected
+    assert ev_a[0].mutation.type == "rotate_tree" and ev_a[0].mutation.accepted
+    assert isinstance(ev_a[1], CrossoverEvent) and ev_a[1].child2 == m["h"].ref
+    assert isinstance(ev_a[2], TuningEvent) and ev_a[2].child == m["tuned"].ref
+    assert ev_a[2].mutation.type == "simplification_and_optimization"
+    assert isinstance(ev_a[3], DeathEvent)
+    # the replaced member dies; the rejected mutation (skipped) kills nobody
+    assert [type(e) for e in it.mutations[m["d"].ref].events] == [DeathEvent]
+    assert it.mutations[m["f"].ref].events == ()
+    assert it.mutations[m["f"].ref].parent == m["b"].ref
+    assert isinstance(it.mutations[m["c"].ref].events[0], CrossoverEvent)
+    it2 = tf.iterations[1]
+    ident = it2.mutations[m["e"].ref].events[0]
+    assert ident.mutation.type == "identity" and ident.mutation.reason == "identity"
+    assert [type(e) for e in it2.mutations[m["f"].ref].events] == [DeathEvent, TuningEvent,
+                                                                    DeathEvent]
+
+
+def test_file_is_sr_jl_format(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    write_small_trace(path)
+    lines = path.read_text().splitlines()
+    first = json.loads(lines[0])
+    assert set(first) == {"schema_version", "record_type", "started_at", "options"}
+    rec = json.loads(lines[1])
+    assert set(rec) == {"schema_version", "record_type", "output", "population", "iteration",
+                        "started_at", "members", "mutations"}
+    assert set(rec["members"][0]) == {"tree", "loss", "cost", "complexity", "birth", "ref",
+                                      "parent"}
+    entry = next(iter(rec["mutations"].values()))
+    assert set(entry) == {"events", "tree", "cost", "loss", "parent"}
+    assert '"loss":Infinity' in lines[1]  # what SR.jl's JSON3 (allow_inf) writes
+    report = validate_file(path)
+    assert report.ok, report.errors
+
+
+def test_tree_strings_are_cached(tmp_path: Path) -> None:
+    calls = []
+    with TraceWriter(tmp_path / "t.jsonl", "x") as tw:
+        inner = tw._string_tree
+        tw._string_tree = lambda t: calls.append(1) or inner(t)
+        a = member(op("sin", var(0)), 1.0)
+        for i in range(5):
+            tw.write(tw.iteration_start(1, 1, i, [a, a]))
+    assert len(calls) == 1
+
+
+def test_optimization_of_unknown_ref_raises(tmp_path: Path) -> None:
+    with TraceWriter(tmp_path / "t.jsonl", "x") as tw:
+        it = tw.iteration_start(1, 1, 0, [member(var(0), 1.0)])
+        with pytest.raises(KeyError):
+            it.optimization(member(var(0), 1.0), 123456, 7, False)

@@ -1,0 +1,214 @@
+"""Summaries of benchmark rows: ``summary.json``, ``report.md`` and PNG plots (matplotlib Agg)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ttsr_bridge.config_io import to_mapping
+
+from .config import BenchConfig
+from .stats import bootstrap_rate_ci, median_iqr, paired_comparison
+
+__all__ = ["summarize", "write_report", "write_plots"]
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe: NaN/inf → None, recursively."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+def _ci(ci) -> dict:
+    return {"rate": ci.rate, "low": ci.low, "high": ci.high, "n": ci.n}
+
+
+def _engine_summary(rows: Sequence[dict], config: BenchConfig, rng: np.random.Generator) -> dict:
+    ok = [r for r in rows if r["status"] == "ok"]
+    reasons = sorted({r["reason"] for r in rows if r["status"] in ("skipped", "error") and r["reason"]})
+    rec = [bool(r["recovered"]) for r in ok]
+    sol = [bool(r["solution"]) for r in ok]
+    groups = [r["problem"] for r in ok]
+    med_r2 = median_iqr([r["r2_test"] for r in ok])
+    med_ev = median_iqr([r["evals_to_recovery"] for r in ok])
+    med_s = median_iqr([r["seconds"] for r in ok])
+    med_c = median_iqr([r["complexity"] for r in ok])
+    return {
+        "runs": len(rows), "ok": len(ok),
+        "skipped": sum(r["status"] == "skipped" for r in rows),
+        "errors": sum(r["status"] == "error" for r in rows),
+        "reasons": reasons[:20],
+        "recovery": _ci(bootstrap_rate_ci(rec, rng, n_boot=config.bootstrap_samples, groups=groups)),
+        "solution": _ci(bootstrap_rate_ci(sol, rng, n_boot=config.bootstrap_samples, groups=groups)),
+        "r2_test": {"median": med_r2[0], "q25": med_r2[1], "q75": med_r2[2]},
+        "evals_to_recovery": {"median": med_ev[0], "q25": med_ev[1], "q75": med_ev[2]},
+        "seconds": {"median": med_s[0], "q25": med_s[1], "q75": med_s[2]},
+        "complexity": {"median": med_c[0], "q25": med_c[1], "q75": med_c[2]},
+        "total_evals": float(np.nansum([r["num_evals"] or 0.0 for r in ok])),
+        "total_seconds": float(np.nansum([r["seconds"] or 0.0 for r in ok])),
+    }
+
+
+def _comparisons(rows: Sequence[dict], config: BenchConfig, rng: np.random.Generator) -> list[dict]:
+    """Each engine against the baseline (the first engine) on pairs both ran."""
+    by = {(r["engine"], r["problem"], r["seed"]): r for r in rows if r["status"] == "ok"}
+    out = []
+    base = config.baseline
+    for e in config.engines[1:]:
+        keys = sorted({(p, s) for (eng, p, s) in by if eng == e} & {(p, s) for (eng, p, s) in by if eng == base})
+        a = [by[(e, *k)] for k in keys]
+        b = [by[(base, *k)] for k in keys]
+        c = paired_comparison(
+            e, base, [r["recovered"] for r in a], [r["recovered"] for r in b],
+            [r["evals_to_recovery"] for r in a], [r["evals_to_recovery"] for r in b], rng,
+            n_boot=config.bootstrap_samples,
+        )
+        out.append({
+            "engine": c.a, "baseline": c.b, "n_pairs": c.n_pairs, "recovery_diff": _ci(c.diff),
+            "engine_only": c.a_only, "baseline_only": c.b_only, "sign_test_p": c.sign_p,
+            "both_recovered": c.n_both_solved, "wilcoxon_p_evals": c.wilcoxon_p,
+            "median_evals_ratio": c.median_evals_ratio,
+        })
+    return out
+
+
+def summarize(rows: Sequence[dict], config: BenchConfig, *, git_sha: str = "", versions: str = "") -> dict:
+    """The benchmark summary (what ``summary.json`` holds and ``--json`` prints)."""
+    rng = np.random.default_rng(config.bootstrap_seed)
+    engines = {e: _engine_summary([r for r in rows if r["engine"] == e], config, rng) for e in config.engines}
+    problems = sorted({r["problem"] for r in rows})
+    per_problem = {
+        p: {e: _rate([r for r in rows if r["problem"] == p and r["engine"] == e and r["status"] == "ok"])
+            for e in config.engines}
+        for p in problems
+    }
+    return _clean({
+        "config": to_mapping(config),
+        "git_sha": git_sha,
+        "versions": json.loads(versions) if versions else {},
+        "n_problems": len(problems),
+        "engines": engines,
+        "comparisons": _comparisons(rows, config, rng),
+        "per_problem_recovery": per_problem,
+    })
+
+
+def _rate(rows: Sequence[dict]) -> float | None:
+    return float(np.mean([bool(r["recovered"]) for r in rows])) if rows else None
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def write_report(summary: dict, out: Path) -> Path:
+    """``report.md``: per-engine table, paired comparisons, per-problem recovery."""
+    cfg = summary["config"]
+    budget = f"{cfg['budget_evals']} evaluations" if cfg["budget_evals"] is not None else f"{cfg['budget_seconds']} s"
+    lines = [
+        "# A/B benchmark report", "",
+        f"Suites: {', '.join(cfg['problems'])} ({summary['n_problems']} problems); seeds: {cfg['seeds']}; "
+        f"budget: {budget} per run; git {summary['git_sha'][:12]}.", "",
+        "Recovery = a reported model symbolically equivalent to the truth; solution = held-out R² > "
+        f"{cfg['solution_r2']}. 95% CIs: bootstrap over problems (seeds kept together).", "",
+        "| engine | runs ok | skipped | errors | recovery [95% CI] | solution [95% CI] | median R² | "
+        "median evals to recovery (IQR) | median seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e, s in summary["engines"].items():
+        rc, sc, ev = s["recovery"], s["solution"], s["evals_to_recovery"]
+        lines.append(
+            f"| {e} | {s['ok']} | {s['skipped']} | {s['errors']} | {_fmt(rc['rate'])} [{_fmt(rc['low'])}, {_fmt(rc['high'])}] | "
+            f"{_fmt(sc['rate'])} [{_fmt(sc['low'])}, {_fmt(sc['high'])}] | {_fmt(s['r2_test']['median'], 4)} | "
+            f"{_fmt(ev['median'])} ({_fmt(ev['q25'])}–{_fmt(ev['q75'])}) | {_fmt(s['seconds']['median'])} |"
+        )
+    reasons = [(e, r) for e, s in summary["engines"].items() for r in s["reasons"]]
+    if reasons:
+        lines += ["", "Skipped / failed runs:", ""] + [f"* {e}: {r}" for e, r in reasons]
+    if summary["comparisons"]:
+        lines += ["", "## Paired comparisons against the baseline", "",
+                  "| engine | baseline | pairs | recovery diff [95% CI] | only engine | only baseline | sign test p | "
+                  "both recovered | Wilcoxon p (evals) | median evals ratio |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for c in summary["comparisons"]:
+            d = c["recovery_diff"]
+            lines.append(
+                f"| {c['engine']} | {c['baseline']} | {c['n_pairs']} | {_fmt(d['rate'])} [{_fmt(d['low'])}, {_fmt(d['high'])}] | "
+                f"{c['engine_only']} | {c['baseline_only']} | {_fmt(c['sign_test_p'])} | {c['both_recovered']} | "
+                f"{_fmt(c['wilcoxon_p_evals'])} | {_fmt(c['median_evals_ratio'])} |"
+            )
+    engines = list(summary["engines"])
+    lines += ["", "## Recovery rate per problem", "", "| problem | " + " | ".join(engines) + " |",
+              "|---|" + "---|" * len(engines)]
+    for p, rates in summary["per_problem_recovery"].items():
+        lines.append(f"| {p} | " + " | ".join(_fmt(rates.get(e), 2) for e in engines) + " |")
+    lines += ["", "Plots: `recovery_vs_evals.png`, `recovery_vs_seconds.png`, `recovery_heatmap.png`.", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def _curve(rows: Sequence[dict], key: str, grid: np.ndarray) -> np.ndarray:
+    ok = [r for r in rows if r["status"] == "ok"]
+    if not ok:
+        return np.full(grid.shape, np.nan)
+    vals = np.array([r[key] if r["recovered"] and r[key] is not None else np.inf for r in ok], dtype=np.float64)
+    return np.array([(vals <= g).mean() for g in grid])
+
+
+def write_plots(rows: Sequence[dict], config: BenchConfig, out: Path) -> list[Path]:
+    """Recovery vs budget (evaluations, seconds) per engine, and a problem × engine heat map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for key, label, fname in (("evals_to_recovery", "evaluations", "recovery_vs_evals.png"),
+                              ("seconds_to_recovery", "seconds", "recovery_vs_seconds.png")):
+        vals = [r[key] for r in rows if r["status"] == "ok" and r[key]]
+        hi = max([r["num_evals" if key.startswith("evals") else "seconds"] or 0 for r in rows if r["status"] == "ok"] + vals + [1.0])
+        lo = max(min(vals + [hi]) / 2, hi * 1e-4)
+        grid = np.geomspace(lo, hi, 60)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for e in config.engines:
+            ax.step(grid, _curve([r for r in rows if r["engine"] == e], key, grid), where="post", label=e)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"budget ({label}, each engine's own count)")
+        ax.set_ylabel("fraction of (problem, seed) recovered")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / fname, dpi=100)
+        plt.close(fig)
+        paths.append(out / fname)
+    problems = sorted({r["problem"] for r in rows})
+    mat = np.full((len(problems), len(config.engines)), np.nan)
+    for i, p in enumerate(problems):
+        for j, e in enumerate(config.engines):
+            rr = [bool(r["recovered"]) for r in rows if r["problem"] == p and r["engine"] == e and r["status"] == "ok"]
+            if rr:
+                mat[i, j] = np.mean(rr)
+    fig, ax = plt.subplots(figsize=(2 + 1.2 * len(config.engines), 1 + 0.3 * len(problems)))
+    im = ax.imshow(np.ma.masked_invalid(mat), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(config.engines)), config.engines, rotation=30, ha="right")
+    ax.set_yticks(range(len(problems)), problems)
+    fig.colorbar(im, ax=ax, label="recovery rate")
+    fig.tight_layout()
+    fig.savefig(out / "recovery_heatmap.png", dpi=100)
+    plt.close(fig)
+    paths.append(out / "recovery_heatmap.png")
+    return paths

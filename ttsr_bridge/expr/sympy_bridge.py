@@ -1,0 +1,298 @@
+"""SymPy conversion and "exact recovery" checks.
+
+:func:`to_sympy` builds SymPy objects node by node (never ``sympify`` on text).
+:func:`equivalent` decides whether a found expression is the true one, PySR/SRBench style:
+after rounding near-integer / small-rational constants, ``simplify(a - b) == 0`` or
+``simplify(a / b) == 1``. A quick numeric comparison on random points rejects most wrong
+candidates first; the symbolic part runs in a worker process with a timeout, because
+``simplify`` can run for minutes (a timeout counts as "not equivalent").
+
+SymPy is imported inside the functions so that ``import ttsr_bridge.expr`` stays light.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import math
+import multiprocessing
+import threading
+from fractions import Fraction
+from typing import TYPE_CHECKING, Sequence, Union
+
+import numpy as np
+
+from .operators import OPERATORS
+from .tree import Expr
+
+if TYPE_CHECKING:  # pragma: no cover
+    import sympy
+
+__all__ = ["to_sympy", "round_constants", "equivalent"]
+
+_MAX_DENOMINATOR = 12  # rationals PySR-style checks accept as "exact" constants (1/2, 2/3, ...)
+
+
+# ================================================================================================
+# Expr -> SymPy
+# ================================================================================================
+def _unary_sympy(name: str, a, sp, operator):
+    table = {
+        "neg": lambda: -a,
+        "square": lambda: a**2,
+        "cube": lambda: a**3,
+        "exp": lambda: sp.exp(a),
+        "log": lambda: sp.log(a),
+        "log2": lambda: sp.log(a, 2),
+        "log10": lambda: sp.log(a, 10),
+        "log1p": lambda: sp.log(1 + a),
+        "sqrt": lambda: sp.sqrt(a),
+        "sin": lambda: sp.sin(a),
+        "cos": lambda: sp.cos(a),
+        "tan": lambda: sp.tan(a),
+        "sinh": lambda: sp.sinh(a),
+        "cosh": lambda: sp.cosh(a),
+        "tanh": lambda: sp.tanh(a),
+        "asin": lambda: sp.asin(a),
+        "acos": lambda: sp.acos(a),
+        "atan": lambda: sp.atan(a),
+        "asinh": lambda: sp.asinh(a),
+        "acosh": lambda: sp.acosh(a),
+        "atanh": lambda: sp.atanh(a),
+        "abs": lambda: sp.Abs(a),
+        "inv": lambda: 1 / a,
+        "sign": lambda: sp.sign(a),
+        "relu": lambda: sp.Max(a, 0),
+    }
+    fn = table.get(name)
+    return fn() if fn is not None else sp.Function(operator.sympy)(a)
+
+
+def _binary_sympy(name: str, a, b, sp, operator):
+    table = {
+        "+": lambda: a + b,
+        "-": lambda: a - b,
+        "*": lambda: a * b,
+        "/": lambda: a / b,
+        "^": lambda: a**b,
+        "max": lambda: sp.Max(a, b),
+        "min": lambda: sp.Min(a, b),
+        "mod": lambda: sp.Mod(a, b),
+    }
+    fn = table.get(name)
+    return fn() if fn is not None else sp.Function(operator.sympy)(a, b)
+
+
+def _sympy_constant(v: float, sp):
+    if math.isnan(v):
+        return sp.nan
+    if math.isinf(v):
+        return sp.oo if v > 0 else -sp.oo
+    if v == int(v) and abs(v) < 2**53:
+        return sp.Integer(int(v))  # integer-valued floats (2.0 from "x**2") stay exact
+    return sp.Float(v)  # 53-bit precision: exactly the binary value
+
+
+def to_sympy(expr: Expr, names: Sequence[str] | None = None, *, real: bool = True):
+    """SymPy expression of ``expr``; feature ``k`` is the symbol ``names[k]`` (``x{k+1}`` when
+    ``names`` is None or too short). Symbols are real when ``real`` (so that ``sqrt(x**2)`` is
+    ``Abs(x)``). Integer-valued constants become SymPy Integers, others Floats."""
+    import sympy as sp
+
+    symbols: dict[int, object] = {}
+
+    def symbol(code: int):
+        if code not in symbols:
+            name = names[code - 1] if names is not None and code <= len(names) else f"x{code}"
+            symbols[code] = sp.Symbol(name, real=True) if real else sp.Symbol(name)
+        return symbols[code]
+
+    stack: list = []
+    for i in range(len(expr.codes) - 1, -1, -1):
+        c = expr.codes[i]
+        if c == 0:
+            stack.append(_sympy_constant(expr.vals[i], sp))
+        elif c > 0:
+            stack.append(symbol(c))
+        else:
+            operator = OPERATORS.get(-c)
+            if operator is None or len(stack) < operator.arity:
+                raise ValueError(f"malformed expression at position {i}: codes={expr.codes!r}")
+            if operator.arity == 1:
+                stack.append(_unary_sympy(operator.name, stack.pop(), sp, operator))
+            else:
+                a = stack.pop()
+                b = stack.pop()
+                stack.append(_binary_sympy(operator.name, a, b, sp, operator))
+    if len(stack) != 1:
+        raise ValueError(f"malformed expression: codes={expr.codes!r}")
+    return stack[0]
+
+
+# ================================================================================================
+# Constant rounding
+# ================================================================================================
+def _round_float(v: float, tol: float, sp):
+    nearest = round(v)
+    if abs(v - nearest) <= tol * max(1.0, abs(v)):
+        return sp.Integer(int(nearest))
+    frac = Fraction(v).limit_denominator(_MAX_DENOMINATOR)
+    if abs(v - float(frac)) <= tol * max(1.0, abs(v)):
+        return sp.Rational(frac.numerator, frac.denominator)
+    return None
+
+
+def round_constants(sym, tol: float = 1e-6):
+    """Replace each Float in ``sym`` that is within relative ``tol`` of an integer or of a
+    rational with denominator <= 12 by that exact number (``2.0000001`` → ``2``, ``0.4999999``
+    → ``1/2``); other Floats are kept."""
+    import sympy as sp
+
+    if tol < 0:
+        raise ValueError("tol must be >= 0")
+    replacements = {}
+    for f in sym.atoms(sp.Float):
+        exact = _round_float(float(f), tol, sp)
+        if exact is not None:
+            replacements[f] = exact
+    return sym.xreplace(replacements) if replacements else sym
+
+
+# ================================================================================================
+# Equivalence
+# ================================================================================================
+SymOrExpr = Union[Expr, "sympy.Basic", str]
+
+
+def _symbolic_equal(a, b, tol: float) -> bool:
+    """The symbolic test proper (runs in the worker)."""
+    import sympy as sp
+
+    a = round_constants(a, tol)
+    b = round_constants(b, tol)
+    if a == b:
+        return True
+    if sp.simplify(a - b) == 0:
+        return True
+    if b != 0 and sp.simplify(a / b) == 1:
+        return True
+    return False
+
+
+def _worker_check(a, b, tol: float) -> bool:
+    return _symbolic_equal(a, b, tol)
+
+
+def _worker_ready() -> bool:
+    import sympy  # noqa: F401  (the import is the slow part of a worker's start)
+
+    return True
+
+
+_STARTUP_TIMEOUT = 120.0  # a fresh worker imports SymPy and this package (seconds on a busy host)
+
+
+_POOL: cf.ProcessPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _get_pool() -> cf.ProcessPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            # spawn: a clean interpreter (no inherited threads/locks from the caller).
+            pool = cf.ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
+            # Wait for the worker to start here, so that its start-up time does not count
+            # against the caller's timeout.
+            pool.submit(_worker_ready).result(timeout=_STARTUP_TIMEOUT)
+            _POOL = pool
+        return _POOL
+
+
+def _kill_pool() -> None:
+    """Stop a worker stuck in SymPy: terminate its process and forget the pool."""
+    global _POOL
+    with _POOL_LOCK:
+        pool, _POOL = _POOL, None
+    if pool is None:
+        return
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        proc.terminate()  # the only process this module started for the pool
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _run_with_timeout(a, b, tol: float, timeout: float | None) -> bool:
+    if timeout is None:
+        return _symbolic_equal(a, b, tol)
+    future = _get_pool().submit(_worker_check, a, b, tol)
+    try:
+        return bool(future.result(timeout=timeout))
+    except cf.TimeoutError:
+        _kill_pool()
+        return False
+    except cf.process.BrokenProcessPool:
+        _kill_pool()
+        return False
+
+
+def _as_sympy(x: SymOrExpr, names: Sequence[str]):
+    if isinstance(x, Expr):
+        return to_sympy(x, names)
+    if isinstance(x, str):
+        from .parser import parse_formula
+
+        return to_sympy(parse_formula(x, names), names)
+    return x
+
+
+def _numeric_mismatch(candidate: SymOrExpr, truth: SymOrExpr, names: Sequence[str]) -> bool:
+    """True when the two expressions clearly differ on random points (only checked when both
+    are trees; points where either side is not finite are ignored, e.g. outside a log's domain)."""
+    if isinstance(truth, str):
+        from .parser import ParseError, parse_formula
+
+        try:
+            truth = parse_formula(truth, names)
+        except ParseError:
+            return False
+    if not (isinstance(candidate, Expr) and isinstance(truth, Expr)):
+        return False
+    from .evaluate import evaluate
+
+    nfeat = max([len(names), *(c for c in candidate.codes + truth.codes if c > 0)], default=1)
+    rng = np.random.default_rng(12345)
+    X = np.concatenate(
+        [rng.uniform(0.5, 3.0, size=(48, nfeat)), rng.uniform(-3.0, 3.0, size=(16, nfeat))]
+    )
+    with np.errstate(all="ignore"):
+        a = evaluate(candidate, X)
+        b = evaluate(truth, X)
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 8:
+        return False  # not enough evidence either way: leave it to SymPy
+    # Loose tolerance: constants within `tol` of exact values must not be rejected here.
+    return not np.allclose(a[ok], b[ok], rtol=1e-3, atol=1e-6)
+
+
+def equivalent(
+    candidate: SymOrExpr,
+    truth: SymOrExpr,
+    names: Sequence[str],
+    *,
+    tol: float = 1e-6,
+    timeout: float | None = 5.0,
+) -> bool:
+    """PySR-style exact recovery: True when ``candidate`` equals ``truth`` symbolically after
+    rounding constants within ``tol`` (:func:`round_constants`).
+
+    ``candidate``/``truth`` are :class:`Expr`, SymPy expressions, or (truth) a SymPy-syntax
+    formula over ``names`` read by :func:`.parser.parse_formula`. A numeric pre-check on random
+    points rejects clear mismatches without SymPy. The symbolic test runs in a worker process
+    and gives False after ``timeout`` seconds (``timeout=None``: in this process, no limit)."""
+    names = list(names)
+    if _numeric_mismatch(candidate, truth, names):
+        return False
+    a = _as_sympy(candidate, names)
+    b = _as_sympy(truth, names)
+    return _run_with_timeout(a, b, tol, timeout)

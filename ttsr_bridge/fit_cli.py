@@ -1,0 +1,211 @@
+"""``ttsr fit``: symbolic regression on a CSV file or a problem from a problem file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["add_arguments", "run", "FitInput", "load_fit_input"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("data (one of)")
+    src.add_argument("--data", type=Path, help="CSV file with a header row")
+    src.add_argument("--target", help="target column of --data")
+    src.add_argument("--problem", type=Path, help="problem file (YAML, the project's problem-file format)")
+    src.add_argument("--name", help="problem name inside --problem")
+    p.add_argument("--preset", choices=("pysr", "basic"), default="pysr", help="engine preset (default: pysr)")
+    p.add_argument("--time-limit", type=float, default=None, metavar="S", help="wall-clock budget in seconds")
+    p.add_argument("--niterations", type=int, default=None, metavar="N", help="number of iterations")
+    p.add_argument("--max-evals", type=int, default=None, metavar="N", help="evaluation budget")
+    p.add_argument("--binary-operators", default=None, help="comma-separated, e.g. '+,-,*,/'")
+    p.add_argument("--unary-operators", default=None, help="comma-separated, e.g. 'sin,cos,exp'")
+    p.add_argument("--maxsize", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--trace", type=Path, default=None, metavar="OUT.jsonl", help="write an SR.jl-format trace")
+    p.add_argument("--json", dest="json_out", type=Path, default=None, metavar="OUT.json", help="write a JSON summary")
+    p.add_argument("--proposer", default=None, metavar="MODEL", help="ONNX proposer: a model path or 'default'")
+    p.add_argument("--neural-weight", type=float, default=None, metavar="W",
+                   help="weight of the neural move among the mutation weights (default: 1.0 with --proposer)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@dataclass(frozen=True)
+class FitInput:
+    """What ``ttsr fit`` fits: data, names, and (for problems) the ground truth formula."""
+
+    X: np.ndarray
+    y: np.ndarray
+    variable_names: tuple[str, ...]
+    source: str
+    formula: str | None = None
+    binary_operators: tuple[str, ...] | None = None
+    unary_operators: tuple[str, ...] | None = None
+
+
+def load_csv(path: Path, target: str) -> FitInput:
+    """Read a numeric CSV; clear errors on missing columns, non-numeric or non-finite values."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise ValueError(f"data file not found: {path}")
+    try:
+        df = pd.read_csv(path)
+    except Exception as e:  # pandas raises many types for malformed CSV
+        raise ValueError(f"cannot read {path} as CSV: {e}") from None
+    if df.empty:
+        raise ValueError(f"{path}: no data rows")
+    if target not in df.columns:
+        raise ValueError(f"{path}: no column {target!r}; columns are {list(df.columns)}")
+    features = [c for c in df.columns if c != target]
+    if not features:
+        raise ValueError(f"{path}: no feature columns besides the target {target!r}")
+    bad = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+    if bad:
+        raise ValueError(f"{path}: non-numeric column(s) {bad}")
+    X = df[features].to_numpy(dtype=np.float64)
+    y = df[target].to_numpy(dtype=np.float64)
+    nonfinite = ~np.isfinite(X).all(axis=1) | ~np.isfinite(y)
+    if nonfinite.any():
+        rows = (np.flatnonzero(nonfinite)[:5] + 2).tolist()  # +2: header line and 1-based
+        raise ValueError(f"{path}: {int(nonfinite.sum())} row(s) with NaN/inf values (CSV lines {rows}...)")
+    if len(y) < 2:
+        raise ValueError(f"{path}: need at least 2 rows, got {len(y)}")
+    return FitInput(X, y, tuple(str(f) for f in features), str(path))
+
+
+def load_problem(path: Path, name: str | None, seed: int) -> FitInput:
+    from .bench.problems import load_problem_file
+
+    problems = load_problem_file(path)
+    if name is None:
+        if len(problems) != 1:
+            raise ValueError(f"{path} holds {len(problems)} problems; pick one with --name: {[p.name for p in problems]}")
+        problem = problems[0]
+    else:
+        matches = [p for p in problems if p.name == name]
+        if not matches:
+            raise ValueError(f"{path}: no problem named {name!r}; known: {[p.name for p in problems]}")
+        problem = matches[0]
+    X, y = problem.sample(problem.data_rng(seed))
+    ops = problem.operators
+    return FitInput(
+        X, y, tuple(problem.variable_names), f"{path}:{problem.name}", problem.formula,
+        ops.names()[0] if ops is not None else None, ops.names()[1] if ops is not None else None,
+    )
+
+
+def load_fit_input(args: argparse.Namespace) -> FitInput:
+    if (args.data is None) == (args.problem is None):
+        raise ValueError("give exactly one of --data FILE.csv --target COL, or --problem FILE.yaml [--name NAME]")
+    if args.data is not None:
+        if not args.target:
+            raise ValueError("--data needs --target COL")
+        return load_csv(args.data, args.target)
+    return load_problem(args.problem, args.name, args.seed)
+
+
+def _split(s: str | None) -> list[str] | None:
+    return None if s is None else [t.strip() for t in s.split(",") if t.strip()]
+
+
+def run(args: argparse.Namespace) -> int:
+    from .regressor import SRRegressor
+
+    try:
+        fi = load_fit_input(args)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    binary = _split(args.binary_operators) or (list(fi.binary_operators) if fi.binary_operators else None)
+    unary = _split(args.unary_operators)
+    if unary is None and fi.unary_operators is not None:
+        unary = list(fi.unary_operators)
+    neural_weight = args.neural_weight if args.neural_weight is not None else (1.0 if args.proposer else 0.0)
+    model = SRRegressor(
+        preset=args.preset,
+        binary_operators=binary,
+        unary_operators=unary,
+        niterations=args.niterations,
+        timeout_in_seconds=args.time_limit,
+        max_evals=args.max_evals,
+        maxsize=args.maxsize,
+        random_state=args.seed,
+        proposer=args.proposer,
+        neural_weight=neural_weight,
+        progress=not args.quiet,
+        use_tracing=args.trace is not None,
+        tracing_file=str(args.trace) if args.trace is not None else None,
+    )
+    t0 = time.perf_counter()
+    try:
+        model.fit(fi.X, fi.y, variable_names=list(fi.variable_names))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - t0
+    summary = summarize(model, fi, seconds)
+    print_front(model)
+    print(f"\nbest: {summary['best']['equation']}   (loss {summary['best']['loss']:.6g}, "
+          f"complexity {summary['best']['complexity']}, {summary['evaluations']:.0f} evaluations, {seconds:.1f} s)")
+    if fi.formula is not None:
+        print(f"truth: {fi.formula}   recovered: {summary['recovered']}")
+    if args.json_out is not None:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+def summarize(model, fi: FitInput, seconds: float) -> dict:
+    """The JSON summary: best equation (SymPy syntax over the column names), front, budget."""
+    from .expr.printer import to_infix
+
+    best = model.get_best()
+    summary: dict = {
+        "source": fi.source,
+        "variables": list(fi.variable_names),
+        "best": {
+            "equation": to_infix(best["tree"], list(fi.variable_names)),
+            "loss": _num(best["loss"]),
+            "complexity": int(best["complexity"]),
+        },
+        "pareto_front": [
+            {"complexity": int(r.complexity), "loss": _num(r.loss), "score": _num(r.score),
+             "equation": to_infix(r.tree, list(fi.variable_names))}
+            for r in model.equations_.itertuples()
+        ],
+        "evaluations": float(model.num_evals_),
+        "seconds": seconds,
+        "preset": model.preset,
+        "seed": model.random_state,
+    }
+    stats = model.stats_
+    if stats is not None:
+        summary["proposer"] = stats if isinstance(stats, dict) else getattr(stats, "__dict__", str(stats))
+    if fi.formula is not None:
+        from .expr.parser import parse_formula
+        from .expr.sympy_bridge import equivalent
+
+        truth = parse_formula(fi.formula, list(fi.variable_names))
+        summary["truth"] = fi.formula
+        summary["recovered"] = bool(equivalent(best["tree"], truth, list(fi.variable_names)))
+    return summary
+
+
+def _num(v) -> float | None:
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def print_front(model) -> None:
+    eq = model.equations_
+    print(f"{'complexity':>10}  {'loss':>12}  {'score':>9}  equation")
+    for r in eq.itertuples():
+        print(f"{r.complexity:>10d}  {r.loss:>12.6g}  {r.score:>9.4f}  {r.equation}")

@@ -1,0 +1,27 @@
+"""``ttsr export``: write a trained run as ONNX (KV cache in/out) + sidecar JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, help="run directory written by 'ttsr train'")
+    parser.add_argument("--out", required=True, help="output .onnx path (sidecar: OUT.json)")
+    parser.add_argument("--opset", type=int, default=17)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config_io import to_mapping
+    from .export import export_run
+
+    try:
+        sidecar = export_run(args.run, args.out, opset=args.opset)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    info = {k: v for k, v in to_mapping(sidecar).items() if k != "tokenizer"}
+    print(json.dumps({"onnx": args.out, **info}))
+    return 0

@@ -1,0 +1,324 @@
+"""``next_generation`` and ``crossover_generation`` (SR.jl ``src/Mutate.jl``, v2.0.0-alpha.9),
+split in two halves so that a lockstep step can evaluate every population's child in ONE
+batched call:
+
+1. :func:`plan_mutation` conditions the weights (``condition_mutation_weights!``), samples the
+   mutation, and applies it up to ``max_attempts = 10`` times until the child passes
+   ``check_constraints``; ``simplify`` / ``do_nothing`` / ``optimize`` return immediately.
+2. the caller evaluates all planned children;
+3. :func:`finish_mutation` applies SR.jl's acceptance: reject ``nan_loss``; otherwise
+   ``p = exp(-(after_cost - before_cost) / (temperature * alpha))`` when ``annealing`` times
+   ``old_frequency / new_frequency`` when ``use_frequency``; reject ``annealing_or_frequency``
+   when ``p < rand()``, else accept ``pass``. A rejected child is a copy of the parent with a
+   new ref (SR.jl's ``create_child``), which replaces the oldest member only when
+   ``skip_mutation_failures`` is off.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..expr.tree import Expr
+from . import mutation_functions as mf
+from .config import MUTATION_NAMES
+from .options import SearchOptions
+from .population import Lineage, PopMember, loss_to_cost
+from .random_stream import RandomStream
+
+__all__ = [
+    "MutationPlan",
+    "CrossoverPlan",
+    "plan_mutation",
+    "apply_mutation",
+    "finish_mutation",
+    "plan_crossover",
+    "finish_crossover",
+    "condition_mutation_weights",
+    "annealing_probability",
+    "NEURAL",
+    "MAX_ATTEMPTS",
+]
+
+NEURAL = "neural"
+ALL_MUTATIONS: tuple[str, ...] = MUTATION_NAMES + (NEURAL,)
+_IDX = {n: i for i, n in enumerate(ALL_MUTATIONS)}
+MAX_ATTEMPTS = 10
+IMMEDIATE = frozenset({"simplify", "do_nothing", "optimize"})
+
+# Indices into the weight list (hot path).
+_W_CONST, _W_OP, _W_FEAT, _W_SWAP = _IDX["mutate_constant"], _IDX["mutate_operator"], _IDX["mutate_feature"], _IDX["swap_operands"]
+_W_ADD, _W_INS, _W_DEL, _W_SIMP = _IDX["add_node"], _IDX["insert_node"], _IDX["delete_node"], _IDX["simplify"]
+_W_OPT = _IDX["optimize"]
+
+
+class MutationPlan:
+    """One ``next_generation`` in flight. ``tree`` is the child to evaluate (None when the
+    constraint check failed or the result is immediate); ``trace_type`` is the recorded name
+    (``add_node`` is recorded as ``add_node:append`` / ``add_node:prepend``, ``do_nothing`` as
+    ``identity``, as SR.jl records them)."""
+
+    __slots__ = ("pop", "parent", "choice", "trace_type", "tree", "size", "failed", "immediate",
+                 "request", "fallback", "temperature", "loss", "cost")
+
+    def __init__(self, pop: int, parent: PopMember, temperature: float):
+        self.pop = pop
+        self.parent = parent
+        self.temperature = temperature
+        self.choice = ""
+        self.trace_type = ""
+        self.tree: Expr | None = None
+        self.size = -1
+        self.failed = False
+        self.immediate: PopMember | None = None
+        self.request = None  # ProposalRequest for the neural move
+        self.fallback = False
+        self.loss = math.nan
+        self.cost = math.nan
+
+
+class CrossoverPlan:
+    """One ``crossover_generation`` in flight (two children, or failed)."""
+
+    __slots__ = ("pop", "parent1", "parent2", "tree1", "tree2", "size1", "size2", "failed")
+
+    def __init__(self, pop: int, parent1: PopMember, parent2: PopMember):
+        self.pop = pop
+        self.parent1 = parent1
+        self.parent2 = parent2
+        self.tree1: Expr | None = None
+        self.tree2: Expr | None = None
+        self.size1 = -1
+        self.size2 = -1
+        self.failed = False
+
+
+def condition_mutation_weights(weights: list[float], parent: PopMember, opts: SearchOptions, curmaxsize: int) -> None:
+    """SR.jl's ``condition_mutation_weights!`` (in place on a copy of the weight list)."""
+    codes = parent.tree.codes
+    if len(codes) == 1:
+        weights[_W_OP] = 0.0
+        weights[_W_SWAP] = 0.0
+        weights[_W_DEL] = 0.0
+        weights[_W_SIMP] = 0.0
+        if codes[0] != 0:
+            weights[_W_OPT] = 0.0
+            weights[_W_CONST] = 0.0
+        else:
+            weights[_W_FEAT] = 0.0
+        return
+    bin_codes = opts.binary_codes
+    if not any(c < 0 and c in bin_codes for c in codes):
+        weights[_W_SWAP] = 0.0
+    nconst = codes.count(0)
+    weights[_W_CONST] *= min(8, nconst) / 8.0
+    if opts.nfeatures <= 1:
+        weights[_W_FEAT] = 0.0
+    if parent.complexity >= curmaxsize:
+        weights[_W_ADD] = 0.0
+        weights[_W_INS] = 0.0
+    if not opts.config.should_simplify:
+        weights[_W_SIMP] = 0.0
+
+
+def _sample(weights: list[float], rs: RandomStream) -> str:
+    total = 0.0
+    for w in weights:
+        total += w
+    if total <= 0:
+        return "do_nothing"
+    r = rs.random() * total
+    acc = 0.0
+    last = 0
+    for i, w in enumerate(weights):
+        if w > 0:
+            acc += w
+            last = i
+            if r < acc:
+                return ALL_MUTATIONS[i]
+    return ALL_MUTATIONS[last]
+
+
+def apply_mutation(choice: str, tree: Expr, plan: MutationPlan, opts: SearchOptions, curmaxsize: int,
+                   rs: RandomStream) -> Expr:
+    """One application of a tree-returning mutation (``_dispatch_mutations!``)."""
+    if choice == "rotate_tree":
+        plan.trace_type = choice
+        return mf.randomly_rotate_tree(tree, rs)
+    if choice == "add_node":
+        if rs.random() < 0.5:
+            plan.trace_type = "add_node:append"
+            return mf.append_random_op(tree, opts, rs)
+        plan.trace_type = "add_node:prepend"
+        return mf.prepend_random_op(tree, opts, rs)
+    if choice == "delete_node":
+        plan.trace_type = choice
+        return mf.delete_random_op(tree, rs)
+    if choice == "mutate_operator":
+        plan.trace_type = choice
+        return mf.mutate_operator(tree, opts, rs)
+    if choice == "swap_operands":
+        plan.trace_type = choice
+        return mf.swap_operands(tree, rs)
+    if choice == "mutate_constant":
+        plan.trace_type = choice
+        return mf.mutate_constant(tree, plan.temperature, opts, rs)
+    if choice == "mutate_feature":
+        plan.trace_type = choice
+        return mf.mutate_feature(tree, opts.nfeatures, rs)
+    if choice == "insert_node":
+        plan.trace_type = choice
+        return mf.insert_random_op(tree, opts, rs)
+    if choice == "randomize":
+        plan.trace_type = choice
+        return mf.randomize_tree(tree, curmaxsize, opts, rs)
+    raise ValueError(f"unknown mutation {choice!r}")
+
+
+def plan_mutation(
+    pop: int,
+    parent: PopMember,
+    temperature: float,
+    curmaxsize: int,
+    base_weights: list[float],
+    opts: SearchOptions,
+    rs: RandomStream,
+    lineage: Lineage,
+    simplifier,
+    *,
+    exclude_neural: bool = False,
+) -> MutationPlan:
+    """First half of ``next_generation``: choose and apply the mutation (no evaluation)."""
+    plan = MutationPlan(pop, parent, temperature)
+    weights = base_weights.copy()
+    if exclude_neural:
+        weights[-1] = 0.0
+    condition_mutation_weights(weights, parent, opts, curmaxsize)
+    choice = _sample(weights, rs)
+    plan.choice = choice
+    if choice == NEURAL:
+        plan.trace_type = NEURAL
+        return plan  # filled in by the proposer batch
+    if choice in IMMEDIATE:
+        _immediate(plan, choice, parent, lineage, simplifier, opts)
+        return plan
+    tree = parent.tree
+    for _ in range(MAX_ATTEMPTS):
+        child = apply_mutation(choice, tree, plan, opts, curmaxsize, rs)
+        size = opts.complexity(child)
+        if opts.check_constraints(child, curmaxsize, size):
+            plan.tree = child
+            plan.size = size
+            return plan
+    plan.failed = True
+    return plan
+
+
+def _immediate(plan: MutationPlan, choice: str, parent: PopMember, lineage: Lineage, simplifier,
+               opts: SearchOptions) -> None:
+    """``simplify`` and ``do_nothing`` keep the parent's cost/loss and return at once; the
+    ``optimize`` mutation (weight 0 by default) is resolved by the caller, which owns the
+    data (``plan.immediate`` stays None and ``plan.choice == "optimize"``)."""
+    if choice == "do_nothing":
+        plan.trace_type = "identity"
+        plan.immediate = PopMember(parent.tree, parent.cost, parent.loss, lineage.birth(),
+                                   parent.complexity, lineage.ref(), parent.ref)
+    elif choice == "simplify":
+        plan.trace_type = "simplify"
+        tree = simplifier(parent.tree) if simplifier is not None else parent.tree
+        plan.immediate = PopMember(tree, parent.cost, parent.loss, lineage.birth(),
+                                   opts.complexity(tree) if tree is not parent.tree else parent.complexity,
+                                   lineage.ref(), parent.ref)
+    else:
+        plan.trace_type = "optimize"
+
+
+def annealing_probability(after_cost: float, before_cost: float, temperature: float, alpha: float) -> float:
+    """``exp(-(after - before) / (temperature * alpha))`` with Julia's IEEE semantics
+    (x/0 = ±Inf, 0/0 = NaN; NaN < rand() is false, so a NaN probability accepts)."""
+    delta = after_cost - before_cost
+    denom = temperature * alpha
+    if denom == 0.0:
+        if delta != delta or delta == 0.0:
+            return math.nan
+        return 0.0 if delta > 0 else math.inf
+    x = -delta / denom
+    if x != x:
+        return math.nan
+    if x > 700:
+        return math.inf
+    return math.exp(x)
+
+
+def finish_mutation(
+    plan: MutationPlan,
+    after_loss: float,
+    freqs: list[float] | None,
+    opts: SearchOptions,
+    rs: RandomStream,
+    lineage: Lineage,
+    baseline: float,
+    use_baseline: bool,
+) -> tuple[PopMember, bool, str, str]:
+    """Second half of ``next_generation`` for an evaluated (or failed) child.
+
+    ``freqs``: normalised frequency per complexity (index 0..maxsize; None when
+    ``use_frequency`` is off). Returns ``(baby, accepted, result, reason)``."""
+    parent = plan.parent
+    if plan.failed:
+        return _clone(parent, lineage), False, "reject", "failed_constraint_check"
+    cfg = opts.config
+    after_cost = loss_to_cost(after_loss, baseline, use_baseline, plan.size, cfg.parsimony)
+    plan.loss = after_loss
+    plan.cost = after_cost
+    if after_cost != after_cost:
+        return _clone(parent, lineage), False, "reject", "nan_loss"
+    prob = 1.0
+    if cfg.annealing:
+        prob *= annealing_probability(after_cost, parent.cost, plan.temperature, cfg.alpha)
+    if freqs is not None:
+        ms = opts.maxsize
+        old = parent.complexity
+        new = plan.size
+        old_f = freqs[old] if 0 < old <= ms else 1e-6
+        new_f = freqs[new] if 0 < new <= ms else 1e-6
+        prob *= old_f / new_f
+    if prob < rs.random():
+        return _clone(parent, lineage), False, "reject", "annealing_or_frequency"
+    baby = PopMember(plan.tree, after_cost, after_loss, lineage.birth(), plan.size, lineage.ref(), parent.ref)
+    return baby, True, "accept", "pass"
+
+
+def _clone(parent: PopMember, lineage: Lineage) -> PopMember:
+    """SR.jl's ``create_child(member, copy(member.tree), before_cost, before_loss)``."""
+    return PopMember(parent.tree, parent.cost, parent.loss, lineage.birth(), parent.complexity,
+                     lineage.ref(), parent.ref)
+
+
+def plan_crossover(pop: int, p1: PopMember, p2: PopMember, curmaxsize: int, opts: SearchOptions,
+                   rs: RandomStream) -> CrossoverPlan:
+    """``crossover_generation`` up to evaluation: cross until both children pass the
+    constraints, at most 1 + ``max_tries`` (10) times."""
+    plan = CrossoverPlan(pop, p1, p2)
+    tries = 1
+    while True:
+        c1, c2 = mf.crossover_trees(p1.tree, p2.tree, rs)
+        s1 = opts.complexity(c1)
+        s2 = opts.complexity(c2)
+        if opts.check_constraints(c1, curmaxsize, s1) and opts.check_constraints(c2, curmaxsize, s2):
+            plan.tree1, plan.tree2, plan.size1, plan.size2 = c1, c2, s1, s2
+            return plan
+        if tries > 10:
+            plan.failed = True
+            return plan
+        tries += 1
+
+
+def finish_crossover(plan: CrossoverPlan, loss1: float, loss2: float, opts: SearchOptions,
+                     lineage: Lineage, baseline: float, use_baseline: bool) -> tuple[PopMember, PopMember]:
+    """The two evaluated children (``parent`` refs: parent1 for child1, parent2 for child2)."""
+    par = opts.config.parsimony
+    b1 = PopMember(plan.tree1, loss_to_cost(loss1, baseline, use_baseline, plan.size1, par), loss1,
+                   lineage.birth(), plan.size1, lineage.ref(), plan.parent1.ref)
+    b2 = PopMember(plan.tree2, loss_to_cost(loss2, baseline, use_baseline, plan.size2, par), loss2,
+                   lineage.birth(), plan.size2, lineage.ref(), plan.parent2.ref)
+    return b1, b2

@@ -62,10 +62,14 @@ def test_every_builtin_operator_is_compiled():
     assert builtins <= COMPILED_OPERATOR_IDS
 
 
-_SPECIAL = np.array([-1e300, -3.0, -2.0, -1.5, -1.0, -0.5, -0.0, 0.0, 0.3, 0.5, 1.0, 1.5, 2.0, 3.0, 800.0])
+_SPECIAL = np.array(
+    [-1e300, -3.0, -2.0, -1.5, -1.0, -0.5, -0.0, 0.0, 0.3, 0.5, 1.0, 1.5, 2.0, 3.0, 800.0]
+)
 
 
-@pytest.mark.parametrize("opid", sorted(i for i in COMPILED_OPERATOR_IDS if OPERATORS[i].arity == 1))
+@pytest.mark.parametrize(
+    "opid", sorted(i for i in COMPILED_OPERATOR_IDS if OPERATORS[i].arity == 1)
+)
 def test_unary_semantics_match_numpy(opid):
     operator = OPERATORS[opid]
     X = _SPECIAL[:, None]
@@ -77,7 +81,9 @@ def test_unary_semantics_match_numpy(opid):
     np.testing.assert_allclose(got[ok], want[ok], rtol=1e-14, err_msg=operator.name)
 
 
-@pytest.mark.parametrize("opid", sorted(i for i in COMPILED_OPERATOR_IDS if OPERATORS[i].arity == 2))
+@pytest.mark.parametrize(
+    "opid", sorted(i for i in COMPILED_OPERATOR_IDS if OPERATORS[i].arity == 2)
+)
 def test_binary_semantics_match_numpy(opid):
     operator = OPERATORS[opid]
     a, b = np.meshgrid(_SPECIAL, _SPECIAL)

@@ -37,7 +37,9 @@ def test_round_trip_random_trees(make_tree):
         e = make_tree(rng, int(rng.integers(0, 15)), nfeatures=12)
         k = int(rng.integers(0, len(e)))
         if e.codes[k] == 0:  # sprinkle awkward constants
-            e.vals[k] = float(rng.choice([-0.0, math.inf, -math.inf, math.nan, 1e-300, -1e22, 5e-324]))
+            e.vals[k] = float(
+                rng.choice([-0.0, math.inf, -math.inf, math.nan, 1e-300, -1e22, 5e-324])
+            )
         text = string_tree(e)
         assert _same(parse_tree(text), e), text
         names = [f"v{i}" for i in range(5)]
@@ -78,8 +80,27 @@ def test_parse_tree_names():
 
 @pytest.mark.parametrize(
     "text",
-    ["", "   ", "x1 +", "sin(x1, x2)", "max(x1)", "foo(x1)", "x0", "(x1", "x1)", "1e", "3 x1",
-     "x1 # 2", "sin()", "x1 ,", "()", "x1 ^^ 2", "1.2.3", "(" * 1000 + "x1" + ")" * 1000, "x1 ***"],
+    [
+        "",
+        "   ",
+        "x1 +",
+        "sin(x1, x2)",
+        "max(x1)",
+        "foo(x1)",
+        "x0",
+        "(x1",
+        "x1)",
+        "1e",
+        "3 x1",
+        "x1 # 2",
+        "sin()",
+        "x1 ,",
+        "()",
+        "x1 ^^ 2",
+        "1.2.3",
+        "(" * 1000 + "x1" + ")" * 1000,
+        "x1 ***",
+    ],
 )
 def test_parse_errors(text):
     with pytest.raises(ParseError) as info:
@@ -98,7 +119,7 @@ def test_parse_formula_sympy_syntax():
     names = ["theta", "sigma"]
     e = parse_formula("exp(-theta**2/2)/sqrt(2*pi)", names)
     X = np.array([[0.5, 1.0], [1.5, 2.0]])
-    np.testing.assert_allclose(evaluate(e, X), np.exp(-X[:, 0] ** 2 / 2) / np.sqrt(2 * np.pi))
+    np.testing.assert_allclose(evaluate(e, X), np.exp(-(X[:, 0] ** 2) / 2) / np.sqrt(2 * np.pi))
     assert parse_formula("-2**theta", names) == op("*", const(-1.0), op("^", const(2.0), var(0)))
     assert parse_formula("pow(theta, 3)", names) == op("^", var(0), const(3.0))
     assert parse_formula("E", names) == const(math.e)

@@ -77,7 +77,9 @@ def test_to_infix_reads_back():
 
     from ttsr_bridge.expr.evaluate import evaluate
 
-    e = op("+", op("square", op("/", var(0), const(-2.5))), op("log10", op("max", var(1), const(0.5))))
+    e = op(
+        "+", op("square", op("/", var(0), const(-2.5))), op("log10", op("max", var(1), const(0.5)))
+    )
     text = to_infix(e, ["u", "v"])
     assert "**2" in text and "Max(" in text
     back = parse_formula(text, ["u", "v"])

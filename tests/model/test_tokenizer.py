@@ -11,7 +11,13 @@ from ttsr_bridge.expr.operators import OperatorSet, register_operator
 from ttsr_bridge.expr.tree import Expr, const, op, var
 from ttsr_bridge.model.synthetic_data import DEFAULT_OPERATORS, random_tree
 from ttsr_bridge.model.tokenizer import (
-    MAX_FEATURES, TOKENIZER_VERSION, DecodeError, PromptFields, Tokenizer, TokenizerError, iteration_bucket,
+    MAX_FEATURES,
+    TOKENIZER_VERSION,
+    DecodeError,
+    PromptFields,
+    Tokenizer,
+    TokenizerError,
+    iteration_bucket,
 )
 from ttsr_bridge.propose.protocol import N_LOSS_BINS, DataStats, ProblemContext, ProposalRequest
 
@@ -110,7 +116,7 @@ def test_unrepresentable_inputs_raise_clearly():
 
 
 def test_iteration_bucket_monotone():
-    b = [iteration_bucket(i) for i in range(0, 300)]
+    b = [iteration_bucket(i) for i in range(300)]
     assert b[0] == 0 and b == sorted(b) and max(b) == 7
 
 

@@ -8,7 +8,12 @@ import numpy as np
 from ttsr_bridge.expr.operators import OperatorSet
 from ttsr_bridge.expr.tree import Expr
 from ttsr_bridge.model.tokenizer import Tokenizer
-from ttsr_bridge.propose.sampling import GrammarMasks, allowed_tokens, sample_constant, sample_tokens
+from ttsr_bridge.propose.sampling import (
+    GrammarMasks,
+    allowed_tokens,
+    sample_constant,
+    sample_tokens,
+)
 
 
 def _masks(tok: Tokenizer, ops: OperatorSet, nfeatures: int) -> GrammarMasks:

@@ -18,10 +18,16 @@ from ttsr_bridge.expr.operators import OperatorSet
 from ttsr_bridge.expr.parser import parse_tree
 from ttsr_bridge.propose.client import ProposalClient, ServerError, ServerProcess
 from ttsr_bridge.propose.protocol import DataStats, ProblemContext
-from ttsr_bridge.propose.server import PROTOCOL_VERSION, ProposalServer, ServerConfig, context_from_message, context_to_message
+from ttsr_bridge.propose.server import (
+    PROTOCOL_VERSION,
+    ProposalServer,
+    ServerConfig,
+    context_from_message,
+    context_to_message,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.propose.test_server_proposers import FailingProposer, ScalingProposer  # noqa: E402
+from tests.propose.test_server_proposers import FailingProposer, ScalingProposer
 
 
 class ThreadedServer:

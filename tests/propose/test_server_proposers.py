@@ -4,7 +4,7 @@ subprocess as ``tests.propose.test_server_proposers:make_scaling``)."""
 from __future__ import annotations
 
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

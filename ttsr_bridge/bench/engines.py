@@ -75,7 +75,9 @@ class RunData:
 
     @property
     def y_var(self) -> float:
-        return float(np.var(self.y))
+        """var(y), the scale of the early-stop loss; mean(y²) for a constant target (y = 2)."""
+        v = float(np.var(self.y))
+        return v if v > 1e-12 * float(np.mean(self.y * self.y)) else max(float(np.mean(self.y * self.y)), 1e-300)
 
 
 @dataclass
@@ -133,15 +135,17 @@ class ClassicEngine:
     def unavailable_reason(self) -> str | None:
         try:
             import ttsr_bridge.search.search  # noqa: F401
-        except ImportError as e:
-            return f"ttsr_bridge.search.search is not importable: {e}"
+        except Exception as e:  # a broken engine module is reported, not a crashed benchmark
+            return f"ttsr_bridge.search.search is not importable: {type(e).__name__}: {e}"
         if self.model_path is not None:
-            if not Path(self.model_path).exists():
-                return f"proposer model {self.model_path!r} not found"
             try:
-                import ttsr_bridge.propose.onnx_proposer  # noqa: F401
-            except ImportError as e:
-                return f"ttsr_bridge.propose.onnx_proposer is not importable: {e}"
+                from ttsr_bridge.propose.onnx_proposer import resolve_model_path
+            except Exception as e:
+                return f"ttsr_bridge.propose.onnx_proposer is not importable: {type(e).__name__}: {e}"
+            try:
+                resolve_model_path(self.model_path)  # "default" = the shipped model
+            except Exception as e:
+                return f"proposer model {self.model_path!r} unavailable: {e}"
         return None
 
     def run(self, data: RunData, budget: Budget, config: BenchConfig) -> EngineResult:
@@ -389,7 +393,7 @@ def get_engine(spec: str) -> Engine:
     if kind == "basic":
         return ClassicEngine(spec, "basic")
     if kind == "neural":
-        return ClassicEngine(spec, "pysr", model_path=arg or "runs/latest/model.onnx")
+        return ClassicEngine(spec, "pysr", model_path=arg or "default")
     if kind == "operon":
         return OperonEngine()
     if kind == "gplearn":
@@ -397,5 +401,5 @@ def get_engine(spec: str) -> Engine:
     if kind == "pysr":
         return PySREngine(spec)
     if kind == "pysr-neural":
-        return PySREngine(spec, model_path=arg or "runs/latest/model.onnx")
+        return PySREngine(spec, model_path=arg or "default")
     raise ValueError(f"unknown engine {spec!r}")

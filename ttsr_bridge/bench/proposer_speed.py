@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SpeedResult", "measure", "main"]
+__all__ = ["SpeedResult", "main", "measure"]
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,8 @@ class SpeedResult:
 
 
 def _requests(rng: np.random.Generator, n: int, maxsize: int, nfeatures: int, n_points: int):
-    from ..model.synthetic_data import random_tree
     from ..expr.operators import OperatorSet
+    from ..model.synthetic_data import random_tree
     from ..propose.protocol import DataStats, ProblemContext, ProposalRequest
 
     ops = OperatorSet.from_names(["+", "-", "*", "/"], ["sin", "cos", "exp", "log"])

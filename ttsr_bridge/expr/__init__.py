@@ -2,6 +2,10 @@
 evaluation, complexity, simplification and SymPy checks. See docs/architecture.md §1.
 
 SymPy is only imported when a ``sympy_bridge`` function is called.
+
+The function ``evaluate(expr, X)`` is *not* re-exported here: ``ttsr_bridge.expr.evaluate``
+must stay the module (``import ttsr_bridge.expr.evaluate as ev`` would otherwise bind the
+function). Use ``from ttsr_bridge.expr.evaluate import evaluate``.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from .evaluate import (
     PackedExprs,
     eval_batch,
     eval_batch_codes,
-    evaluate,
     loss_batch,
     loss_batch_codes,
     loss_one,
@@ -35,10 +38,10 @@ from .tree import Expr, const, op, subtree_end, var
 
 __all__ = [
     "BY_NAME",
+    "OPERATORS",
     "ComplexityMapping",
     "EvalData",
     "Expr",
-    "OPERATORS",
     "Operator",
     "OperatorSet",
     "PackedExprs",
@@ -50,7 +53,6 @@ __all__ = [
     "equivalent",
     "eval_batch",
     "eval_batch_codes",
-    "evaluate",
     "format_julia_float",
     "get_operator",
     "loss_batch",

@@ -10,8 +10,9 @@ Operators missing from the mapping count 1.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 from .operators import get_operator
 from .tree import Expr
@@ -57,7 +58,7 @@ class ComplexityMapping:
         complexity_of_operators: Mapping[str, float] | None = None,
         complexity_of_constants: float | None = None,
         complexity_of_variables: float | Sequence[float] | None = None,
-    ) -> "ComplexityMapping":
+    ) -> ComplexityMapping:
         """Build from PySR's keyword values (None means PySR's default 1)."""
         cv = complexity_of_variables
         return cls(
@@ -95,8 +96,8 @@ class ComplexityMapping:
 
 def _check_number(value, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{what} must be a number, got {value!r}")
-    if not value == value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{what} must be a number, got {value!r}")  # noqa: TRY004 (config value)
+    if not math.isfinite(value):
         raise ValueError(f"{what} must be finite, got {value!r}")
     return float(value)
 
@@ -107,4 +108,4 @@ def compute_complexity(expr: Expr, mapping: ComplexityMapping | None = None) -> 
     if mapping is None or mapping.is_default:
         return len(expr)
     total = sum(mapping.of_code(c) for c in expr.codes)
-    return int(round(total))
+    return round(total)  # ties to even, as Julia's round(Int, x)

@@ -19,29 +19,33 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from numba import njit
 
-from .operators import OPERATORS, USER_ID_START
+from .operators import OPERATORS
 from .tree import Expr
 
 __all__ = [
+    "COMPILED_ARITY",
+    "COMPILED_OPERATOR_IDS",
+    "STATUS_MALFORMED",
+    "STATUS_NONFINITE",
+    "STATUS_OK",
     "EvalData",
     "PackedExprs",
-    "pack_exprs",
-    "evaluate",
     "eval_batch",
+    "eval_batch_codes",
+    "eval_tree_into",
+    "evaluate",
     "loss_batch",
     "loss_batch_codes",
-    "eval_batch_codes",
     "loss_one",
-    "COMPILED_OPERATOR_IDS",
-    "STATUS_OK",
-    "STATUS_NONFINITE",
-    "STATUS_MALFORMED",
+    "mse_kernel",
+    "pack_exprs",
+    "stack_depth",
 ]
 
 # Status codes returned per expression by the compiled kernels.
@@ -51,9 +55,7 @@ STATUS_MALFORMED = 2  # the code list is not exactly one prefix tree of compiled
 
 # Operator ids the compiled kernels implement (must cover every built-in of operators.py;
 # a test checks this). Ids outside this set route the expression to the NumPy fallback.
-COMPILED_OPERATOR_IDS: frozenset[int] = frozenset(
-    [1, 2, 3, 4, 5, 6, 7, 8] + list(range(20, 45))
-)
+COMPILED_OPERATOR_IDS: frozenset[int] = frozenset([1, 2, 3, 4, 5, 6, 7, 8] + list(range(20, 45)))
 _TABLE_SIZE = 64
 _ARITY = np.zeros(_TABLE_SIZE, dtype=np.int64)  # 0 = not compiled
 for _id in COMPILED_OPERATOR_IDS:
@@ -68,7 +70,7 @@ class EvalData:
     positive ``weights``. Stores ``Xt``, a C-contiguous float64 ``(n_features, n_samples)`` copy
     (rows are features, so one feature is a contiguous vector as in SR.jl's ``X``)."""
 
-    __slots__ = ("Xt", "y", "weights", "n_samples", "n_features", "_w_or_empty")
+    __slots__ = ("Xt", "_w_or_empty", "n_features", "n_samples", "weights", "y")
 
     def __init__(self, X, y, weights=None):
         X = _as_float_array(X, "X")
@@ -98,6 +100,11 @@ class EvalData:
                 raise ValueError("weights must be >= 0 with a positive sum")
             self.weights = np.ascontiguousarray(w, dtype=np.float64)
             self._w_or_empty = self.weights
+
+    @property
+    def weights_or_empty(self) -> np.ndarray:
+        """The weights, or an empty array when unweighted (what the kernels take)."""
+        return self._w_or_empty
 
     @property
     def X(self) -> np.ndarray:
@@ -178,13 +185,13 @@ def _binary(opid, a, b):
             return np.nan
         return a**b
     if opid == 6:
-        if a != a or b != b:
+        if math.isnan(a) or math.isnan(b):
             return np.nan
-        return a if a >= b else b
+        return max(a, b)
     if opid == 7:
-        if a != a or b != b:
+        if math.isnan(a) or math.isnan(b):
             return np.nan
-        return a if a <= b else b
+        return min(a, b)
     if opid == 8:
         # np.mod: floored modulo with the sign of the divisor; x mod 0 is NaN.
         if b == 0.0:
@@ -255,9 +262,9 @@ def _unary(opid, x):
             return -1.0
         return x  # 0.0, -0.0 or NaN, as np.sign
     if opid == 44:
-        if x != x:
+        if math.isnan(x):
             return np.nan
-        return x if x > 0.0 else 0.0
+        return max(0.0, x)
     return np.nan
 
 
@@ -329,8 +336,7 @@ def _stack_depth(codes, offsets, arity):
             c = codes[i]
             if c >= 0:
                 h += 1
-                if h > best:
-                    best = h
+                best = max(best, h)
             elif -c < arity.shape[0]:
                 h -= arity[-c] - 1
     return best
@@ -432,6 +438,15 @@ def _eval_kernel(codes, vals, offsets, Xt, arity, stop_on_nonfinite, preds, stat
             preds[k, :] = stack[0]
         else:
             preds[k, :] = np.nan
+
+
+# Stable names for code that builds its own compiled loops on the interpreter (e.g. the
+# constant optimiser): ``eval_tree_into(codes, vals, start, end, Xt, stack, COMPILED_ARITY,
+# stop_on_nonfinite) -> status`` leaves the result in ``stack[0]``; ``mse_kernel(pred, y, w)``.
+eval_tree_into = _eval_into
+mse_kernel = _mse
+stack_depth = _stack_depth
+COMPILED_ARITY = _ARITY
 
 
 # ================================================================================================

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .operators import BY_NAME, OPERATORS, Operator
 from .tree import Expr
 
-__all__ = ["ParseError", "parse_tree", "parse_formula"]
+__all__ = ["ParseError", "parse_formula", "parse_tree"]
 
 # Nesting deeper than this raises ParseError instead of exhausting Python's recursion limit
 # (each level costs three Python frames).
@@ -58,7 +58,8 @@ class _Token:
     pos: int
 
 
-_NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_DIGITS = "0123456789"
+_NUMBER = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _NAME = re.compile(r"[^\W\d]\w*[₀-₉]*", re.UNICODE)
 _OPERATORS = ("**", "+", "-", "*", "/", "^")
 
@@ -71,7 +72,8 @@ def _tokenize(text: str) -> list[_Token]:
         if ch.isspace():
             i += 1
             continue
-        if ch.isdigit() or (ch == "." and i + 1 < n and text[i + 1].isdigit()):
+        # ASCII digits only: str.isdigit() is also true for "²" and other Unicode digits.
+        if ch in _DIGITS or (ch == "." and i + 1 < n and text[i + 1] in _DIGITS):
             m = _NUMBER.match(text, i)
             assert m is not None  # a digit or ".digit" always starts a number
             tokens.append(_Token("num", m.group(), i))
@@ -213,9 +215,12 @@ class _Parser:
         return self.power_rest(self.primary())
 
     def _is_literal(self, t: _Token) -> bool:
-        return t.kind == "num" or (t.kind == "name" and t.text in self.g.constants
-                                   and t.text not in self.g.variables
-                                   and self.tokens[self.i + 2].kind != "(")
+        return t.kind == "num" or (
+            t.kind == "name"
+            and t.text in self.g.constants
+            and t.text not in self.g.variables
+            and self.tokens[self.i + 2].kind != "("
+        )
 
     def power_rest(self, base: _Node) -> _Node:
         """``base ^ unary`` (right-associative: the exponent is itself a unary/power)."""
@@ -286,7 +291,7 @@ class _Parser:
         return _apply(operator, *args)
 
 
-_X_NAME = re.compile(r"x(?:([1-9]\d*)|([₁-₉][₀-₉]*))\Z")
+_X_NAME = re.compile(r"x(?:([1-9][0-9]*)|([₁-₉][₀-₉]*))\Z")
 
 
 def _x_feature(name: str) -> int | None:
@@ -315,9 +320,19 @@ def _function_table(extra: dict[str, str]) -> dict[tuple[str, int], Operator]:
     return table
 
 
-_SYMPY_SPELLINGS = {"Abs": "abs", "Max": "max", "Min": "min", "Mod": "mod", "pow": "^",
-                    "asin": "asin", "arcsin": "asin", "arccos": "acos", "arctan": "atan",
-                    "ln": "log", "sign": "sign"}
+_SYMPY_SPELLINGS = {
+    "Abs": "abs",
+    "Max": "max",
+    "Min": "min",
+    "Mod": "mod",
+    "pow": "^",
+    "asin": "asin",
+    "arcsin": "asin",
+    "arccos": "acos",
+    "arctan": "atan",
+    "ln": "log",
+    "sign": "sign",
+}
 
 
 def _variable_table(names: Sequence[str] | None) -> dict[str, int]:

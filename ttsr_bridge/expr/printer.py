@@ -21,12 +21,12 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from .operators import OPERATORS, Operator
 from .tree import Expr
 
-__all__ = ["string_tree", "to_infix", "format_julia_float"]
+__all__ = ["format_julia_float", "string_tree", "to_infix"]
 
 _INFIX_FIRST_CHARS = ("+", "-", "*", "/", "^", ".", ">", "<", "=")
 _SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
@@ -87,7 +87,7 @@ def _format_pretty_float(v: float) -> str:
         return "NaN"
     if math.isinf(v):
         return "Inf" if v > 0 else "-Inf"
-    return "%.*g" % (_PRETTY_PRECISION, v)
+    return f"{v:.{_PRETTY_PRECISION}g}"
 
 
 # ================================================================================================

@@ -20,7 +20,7 @@ import numpy as np
 from .operators import BY_NAME, OPERATORS
 from .tree import Expr
 
-__all__ = ["simplify_tree", "combine_operators"]
+__all__ = ["combine_operators", "simplify_tree"]
 
 _ADD_ID = BY_NAME["+"].id
 _SUB_ID = BY_NAME["-"].id
@@ -31,9 +31,9 @@ _COMMUTATIVE = (_ADD_ID, _MUL_ID)
 class _Node:
     """Mutable tree node used while rewriting (code as in :mod:`.tree`)."""
 
-    __slots__ = ("code", "val", "children")
+    __slots__ = ("children", "code", "val")
 
-    def __init__(self, code: int, val: float = 0.0, children: list["_Node"] | None = None):
+    def __init__(self, code: int, val: float = 0.0, children: list[_Node] | None = None):
         self.code = code
         self.val = val
         self.children = children or []

@@ -12,12 +12,14 @@ SymPy is imported inside the functions so that ``import ttsr_bridge.expr`` stays
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures as cf
 import math
 import multiprocessing
 import threading
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import TYPE_CHECKING, Sequence, Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
@@ -27,7 +29,7 @@ from .tree import Expr
 if TYPE_CHECKING:  # pragma: no cover
     import sympy
 
-__all__ = ["to_sympy", "round_constants", "equivalent"]
+__all__ = ["equivalent", "round_constants", "to_sympy"]
 
 _MAX_DENOMINATOR = 12  # rationals PySR-style checks accept as "exact" constants (1/2, 2/3, ...)
 
@@ -171,11 +173,28 @@ def _symbolic_equal(a, b, tol: float) -> bool:
     b = round_constants(b, tol)
     if a == b:
         return True
-    if sp.simplify(a - b) == 0:
+    diff = sp.simplify(a - b)
+    if diff == 0 or _negligible(diff, tol):
         return True
-    if b != 0 and sp.simplify(a / b) == 1:
+    if b == 0:
+        return False
+    ratio = sp.simplify(a / b)
+    if ratio == 1:
         return True
-    return False
+    # A constant ratio within tol of 1 (e.g. 12.566370614492316 / (4*pi)).
+    return bool(ratio.is_number and abs(complex(ratio.evalf()) - 1) <= tol)
+
+
+def _negligible(diff, tol: float) -> bool:
+    """True when ``diff`` vanishes once its numeric coefficients below ``tol`` are dropped:
+    ``(12.566370614492316 - 4*pi)*r**2`` → ``1.3e-10*r**2`` → 0."""
+    import sympy as sp
+
+    d = sp.expand(diff.evalf())
+    small = {f: 0 for f in d.atoms(sp.Float) if abs(float(f)) <= tol}
+    if not small:
+        return False
+    return sp.simplify(d.xreplace(small)) == 0
 
 
 def _worker_check(a, b, tol: float) -> bool:
@@ -217,9 +236,12 @@ def _kill_pool() -> None:
         pool, _POOL = _POOL, None
     if pool is None:
         return
-    for proc in list(getattr(pool, "_processes", {}).values()):
-        proc.terminate()  # the only process this module started for the pool
-    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.terminate()  # the worker this module started for the pool
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+atexit.register(_kill_pool)  # no worker outlives the interpreter
 
 
 def _run_with_timeout(a, b, tol: float, timeout: float | None) -> bool:

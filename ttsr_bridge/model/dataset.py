@@ -9,9 +9,10 @@ as flat NumPy arrays (:class:`TokenizedSplit`). No torch here.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -19,9 +20,9 @@ from ..expr.operators import OperatorSet
 from ..expr.tree import Expr
 from ..propose.protocol import DataStats
 from .config import TrainConfig
-from .tokenizer import Tokenizer, TokenizerError, PromptFields
+from .tokenizer import PromptFields, Tokenizer, TokenizerError
 
-__all__ = ["DatasetError", "TokenizedSplit", "LoadedDataset", "load_dataset", "row_to_fields", "STATS_COLUMNS"]
+__all__ = ["STATS_COLUMNS", "DatasetError", "LoadedDataset", "TokenizedSplit", "load_dataset", "row_to_fields"]
 
 # `stats_<field>` columns, one per DataStats field (rich context).
 STATS_COLUMNS: tuple[str, ...] = tuple(f"stats_{f.name}" for f in fields(DataStats))
@@ -69,7 +70,7 @@ class TokenizedSplit:
         return input_ids, mask, labels
 
     @staticmethod
-    def build(examples: list[tuple[list[int], int, int]]) -> "TokenizedSplit":
+    def build(examples: list[tuple[list[int], int, int]]) -> TokenizedSplit:
         lens = np.array([len(e[0]) for e in examples], dtype=np.int64)
         offsets = np.zeros(len(examples) + 1, dtype=np.int64)
         np.cumsum(lens, out=offsets[1:])

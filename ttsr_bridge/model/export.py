@@ -24,7 +24,7 @@ from typing import Any
 
 from ..config_io import to_mapping
 
-__all__ = ["SIDECAR_VERSION", "ExportSidecar", "export_run", "sidecar_path", "io_names", "KVCacheWrapper"]
+__all__ = ["SIDECAR_VERSION", "ExportSidecar", "KVCacheWrapper", "export_run", "io_names", "sidecar_path"]
 
 SIDECAR_VERSION = 1
 
@@ -87,7 +87,7 @@ def _wrapper_class():
     return KVCacheWrapper
 
 
-def KVCacheWrapper(model):  # noqa: N802 - factory keeps torch out of module import
+def KVCacheWrapper(model):
     """``torch.nn.Module`` with the exported signature (see the module docstring)."""
     return _wrapper_class()(model)
 

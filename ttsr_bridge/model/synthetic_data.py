@@ -16,7 +16,7 @@ from ..expr.operators import OperatorSet
 from ..expr.tree import Expr
 from ..propose.protocol import N_LOSS_BINS, DataStats
 
-__all__ = ["random_tree", "synthetic_child", "write_synthetic_dataset", "DEFAULT_OPERATORS"]
+__all__ = ["DEFAULT_OPERATORS", "random_tree", "synthetic_child", "write_synthetic_dataset"]
 
 DEFAULT_OPERATORS = OperatorSet.from_names(["+", "-", "*", "/"], ["sin", "cos", "exp"])
 

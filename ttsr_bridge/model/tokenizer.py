@@ -44,8 +44,9 @@ once per batch and copies its key/value cache to every request.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -54,17 +55,17 @@ from ..expr.tree import Expr
 from ..propose.protocol import N_LOSS_BINS, DataStats, ProposalRequest, loss_bin
 
 __all__ = [
-    "TOKENIZER_VERSION",
-    "MAX_FEATURES",
-    "MAX_CONST_POINTERS",
     "LITERALS",
+    "MAX_CONST_POINTERS",
+    "MAX_FEATURES",
     "N_ITER_BUCKETS",
+    "TOKENIZER_VERSION",
     "ContextMode",
-    "PromptMode",
-    "TokenizerError",
     "DecodeError",
     "PromptFields",
+    "PromptMode",
     "Tokenizer",
+    "TokenizerError",
     "iteration_bucket",
 ]
 
@@ -133,7 +134,7 @@ class PromptFields:
     members: tuple[tuple[Expr, int], ...] = field(default=())
 
     @classmethod
-    def from_request(cls, req: ProposalRequest) -> "PromptFields":
+    def from_request(cls, req: ProposalRequest) -> PromptFields:
         ctx = req.context
         return cls(
             nfeatures=ctx.nfeatures,
@@ -218,7 +219,7 @@ class Tokenizer:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "Tokenizer":
+    def from_dict(cls, data: Mapping) -> Tokenizer:
         """Rebuild a tokenizer from :meth:`to_dict` output; refuses other vocabulary versions."""
         version = data.get("version")
         if version != TOKENIZER_VERSION:

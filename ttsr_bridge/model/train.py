@@ -20,9 +20,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -34,7 +35,7 @@ from .tokenizer import Tokenizer
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["init_run", "TrainSummary", "EvalMetrics", "train", "lr_at", "load_checkpoint_model", "generate", "last_checkpoint"]
+__all__ = ["EvalMetrics", "TrainSummary", "generate", "init_run", "last_checkpoint", "load_checkpoint_model", "lr_at", "train"]
 
 Device = Literal["cpu", "cuda", "auto"]
 
@@ -184,7 +185,7 @@ def init_run(cfg: TrainConfig, run_dir: str | Path) -> Path:
 
 # ---- evaluation ------------------------------------------------------------------------------
 def generate(model, prompts: Sequence[np.ndarray], tok: Tokenizer, max_new: int, *, greedy: bool,
-             generator: "torch.Generator | None" = None) -> list[list[int]]:
+             generator: torch.Generator | None = None) -> list[list[int]]:
     """Unconstrained decoding with the torch model (left-padded batch, KV cache).
     Returns the generated ids of each prompt (up to and including ``<eos>`` if produced)."""
     import torch
@@ -298,7 +299,6 @@ def _log(run_dir: Path, writer, record: dict[str, Any]) -> None:
 def train(cfg: TrainConfig, data_dir: str | Path, run_dir: str | Path, *, device: Device = "auto",
           max_steps: int | None = None, resume: bool = False, progress: bool = True) -> TrainSummary:
     """Train (or resume) a proposer model; see the module docstring for the run layout."""
-    import torch
     from accelerate import Accelerator
     from torch.utils.tensorboard import SummaryWriter
 
@@ -325,11 +325,12 @@ def train(cfg: TrainConfig, data_dir: str | Path, run_dir: str | Path, *, device
         meta = _load_optimizer(optimizer, ck, "cpu")
         state.step, state.first_loss = int(meta["step"]), float(meta.get("first_loss", math.nan))
     model, optimizer = acc.prepare(model, optimizer)
-    total = _total_steps(cfg, len(data.train), max_steps)
+    total = _total_steps(cfg, len(data.train))
+    stop = min(total, max_steps) if max_steps is not None else total
     writer = SummaryWriter(str(run_dir / "tb"))
     unwrapped = acc.unwrap_model(model)
     try:
-        _loop(cfg, acc, model, optimizer, data, tok, state, total, run_dir, writer, progress)
+        _loop(cfg, acc, model, optimizer, data, tok, state, total, stop, run_dir, writer, progress)
         if state.last_eval is None or state.last_eval.step != state.step:  # e.g. resumed a finished run
             state.last_eval = evaluate(unwrapped, data.val, tok, cfg, state.step, str(acc.device))
             _log(run_dir, writer, {"step": state.step, **_eval_record(state.last_eval)})
@@ -346,11 +347,11 @@ def train(cfg: TrainConfig, data_dir: str | Path, run_dir: str | Path, *, device
     return summary
 
 
-def _total_steps(cfg: TrainConfig, n_train: int, max_steps: int | None) -> int:
-    total = cfg.max_steps
+def _total_steps(cfg: TrainConfig, n_train: int) -> int:
+    """Length of the run (and of the learning-rate schedule) from the config."""
     if cfg.epochs is not None:
-        total = cfg.epochs * max(1, math.ceil(n_train / cfg.batch_size))
-    return min(total, max_steps) if max_steps is not None else total
+        return cfg.epochs * max(1, math.ceil(n_train / cfg.batch_size))
+    return cfg.max_steps
 
 
 def _eval_record(m: EvalMetrics) -> dict[str, float]:
@@ -358,16 +359,17 @@ def _eval_record(m: EvalMetrics) -> dict[str, float]:
 
 
 def _loop(cfg: TrainConfig, acc, model, optimizer, data: LoadedDataset, tok: Tokenizer, state: _RunState,
-          total: int, run_dir: Path, writer, progress: bool) -> None:
-    """Optimisation steps ``state.step .. total``, with logging, evaluation and checkpoints."""
+          total: int, stop: int, run_dir: Path, writer, progress: bool) -> None:
+    """Optimisation steps ``state.step .. stop`` of a ``total``-step schedule, with logging,
+    evaluation and checkpoints (always at ``stop``, so ``--resume`` continues from there)."""
     import torch
     from tqdm.auto import tqdm
 
     from .transformer import IGNORE_INDEX, target_loss
 
     model.train()
-    bar = tqdm(total=total, initial=state.step, disable=not progress, desc="train", unit="step")
-    while state.step < total:
+    bar = tqdm(total=stop, initial=state.step, disable=not progress, desc="train", unit="step")
+    while state.step < stop:
         lr = lr_at(cfg, state.step, total)
         for g in optimizer.param_groups:
             g["lr"] = lr
@@ -389,12 +391,12 @@ def _loop(cfg: TrainConfig, acc, model, optimizer, data: LoadedDataset, tok: Tok
         bar.set_postfix(loss=f"{state.last_loss:.4f}")
         if not acc.is_main_process:
             continue
-        if state.step % cfg.log_interval == 0 or state.step == total:
+        if state.step % cfg.log_interval == 0 or state.step == stop:
             _log(run_dir, writer, {"step": state.step, "train_loss": state.last_loss, "lr": lr})
-        if state.step % cfg.eval_interval == 0 or state.step == total:
+        if state.step % cfg.eval_interval == 0 or state.step == stop:
             state.last_eval = evaluate(acc.unwrap_model(model), data.val, tok, cfg, state.step, str(acc.device))
             _log(run_dir, writer, {"step": state.step, **_eval_record(state.last_eval)})
-        if state.step % cfg.checkpoint_interval == 0 or state.step == total:
+        if state.step % cfg.checkpoint_interval == 0 or state.step == stop:
             _save_checkpoint(run_dir, acc.unwrap_model(model), optimizer, state.step,
                              {"first_loss": state.first_loss, "lr": lr, "total_steps": total})
     bar.close()

@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="dataset directory written by 'ttsr traces convert'")
     parser.add_argument("--out", required=True, help="run directory (checkpoints, tb/, metrics.jsonl, summary.json)")
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (overrides the config)")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps; the LR schedule still spans the config's steps, so --resume continues the same run")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

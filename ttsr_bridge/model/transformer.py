@@ -15,12 +15,12 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-__all__ = ["IGNORE_INDEX", "hf_config", "build_model", "count_parameters", "target_loss"]
+__all__ = ["IGNORE_INDEX", "build_model", "count_parameters", "hf_config", "target_loss"]
 
 IGNORE_INDEX = -100  # label value for prompt and padding tokens: no loss there
 
 
-def hf_config(mc: ModelConfig, tokenizer: Tokenizer, *, attn_implementation: str = "eager") -> "LlamaConfig":
+def hf_config(mc: ModelConfig, tokenizer: Tokenizer, *, attn_implementation: str = "eager") -> LlamaConfig:
     """The ``transformers`` config of our model (no dropout, untied embeddings by default)."""
     from transformers import LlamaConfig
 
@@ -46,7 +46,7 @@ def hf_config(mc: ModelConfig, tokenizer: Tokenizer, *, attn_implementation: str
 
 
 def build_model(mc: ModelConfig, tokenizer: Tokenizer, *, seed: int | None = None,
-                attn_implementation: str = "eager") -> "LlamaForCausalLM":
+                attn_implementation: str = "eager") -> LlamaForCausalLM:
     """A freshly initialised model (deterministic when ``seed`` is given)."""
     import torch
     from transformers import LlamaForCausalLM
@@ -56,13 +56,13 @@ def build_model(mc: ModelConfig, tokenizer: Tokenizer, *, seed: int | None = Non
     return LlamaForCausalLM(hf_config(mc, tokenizer, attn_implementation=attn_implementation))
 
 
-def count_parameters(model: "torch.nn.Module") -> int:
+def count_parameters(model: torch.nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def target_loss(model: "LlamaForCausalLM", input_ids: "torch.Tensor", attention_mask: "torch.Tensor",
-                labels: "torch.Tensor") -> "torch.Tensor":
+def target_loss(model: LlamaForCausalLM, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over target tokens only.
 
     ``input_ids``, ``attention_mask``, ``labels``: (batch, seq); ``labels`` holds the token id on

@@ -17,14 +17,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .protocol import ProblemContext
 from .server import PROTOCOL_VERSION, context_to_message
 
-__all__ = ["ServerError", "HelloInfo", "Proposal", "ProposalClient", "ServerProcess"]
+__all__ = ["HelloInfo", "Proposal", "ProposalClient", "ServerError", "ServerProcess"]
 
 
 class ServerError(RuntimeError):
@@ -167,10 +168,10 @@ class ProposalClient:
         finally:
             self._sock.close()
 
-    def __enter__(self) -> "ProposalClient":
+    def __enter__(self) -> ProposalClient:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -198,7 +199,7 @@ class ServerProcess:
         return [sys.executable, "-m", "ttsr_bridge.cli", "serve", "--model", self.model, "--host", self.host,
                 "--port", "0", "--port-file", port_file, "--seed", str(self.seed), *self.extra_args]
 
-    def start(self) -> "ServerProcess":
+    def start(self) -> ServerProcess:
         self._tmp = tempfile.TemporaryDirectory(prefix="ttsr-serve-")
         port_file = os.path.join(self._tmp.name, "port")
         # stderr goes to a file, not a pipe: a chatty server must never block on a full pipe.
@@ -242,8 +243,8 @@ class ServerProcess:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

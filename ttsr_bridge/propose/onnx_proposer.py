@@ -20,9 +20,10 @@ long) or whose logits turn non-finite gets ``None``; the engine then falls back 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from ..model.tokenizer import PromptFields, Tokenizer, TokenizerError
 from .protocol import ProposalRequest
 from .sampling import GrammarMasks, allowed_tokens, sample_constant, sample_tokens
 
-__all__ = ["OnnxProposer", "ProposerStats", "default_model_path", "resolve_model_path", "DEFAULT_MODEL_NAME"]
+__all__ = ["DEFAULT_MODEL_NAME", "OnnxProposer", "ProposerStats", "default_model_path", "resolve_model_path"]
 
 DEFAULT_MODEL_NAME = "default"
 

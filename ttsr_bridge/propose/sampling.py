@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GrammarMasks", "allowed_tokens", "sample_tokens", "sample_constant"]
+__all__ = ["GrammarMasks", "allowed_tokens", "sample_constant", "sample_tokens"]
 
 
 @dataclass(frozen=True)

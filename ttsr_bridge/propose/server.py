@@ -30,9 +30,10 @@ import os
 import signal
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -41,17 +42,17 @@ from ..expr.tree import Expr
 from .protocol import DataStats, ProblemContext, ProposalOutcome, ProposalRequest, report_feedback
 
 __all__ = [
-    "PROTOCOL_VERSION",
     "MAX_LINE_BYTES",
-    "ServerConfig",
-    "ModelInfo",
-    "ProtocolError",
-    "ProposeMessage",
+    "PROTOCOL_VERSION",
     "FeedbackMessage",
+    "ModelInfo",
+    "ProposalServer",
+    "ProposeMessage",
+    "ProtocolError",
+    "ServerConfig",
+    "ServerStats",
     "context_from_message",
     "context_to_message",
-    "ServerStats",
-    "ProposalServer",
     "run_server",
 ]
 
@@ -240,7 +241,7 @@ class ProposeMessage:
     temperature: float
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> "ProposeMessage":
+    def from_json(cls, obj: Mapping[str, Any]) -> ProposeMessage:
         parent = _field(obj, "parent", (str,))
         if not parent.strip():
             raise ProtocolError("bad_request", "parent is empty")
@@ -268,7 +269,7 @@ class FeedbackMessage:
     ack: bool
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> "FeedbackMessage":
+    def from_json(cls, obj: Mapping[str, Any]) -> FeedbackMessage:
         return cls(
             ticket=_int(obj, "ticket"),
             accepted=bool(_field(obj, "accepted", (bool,))),
@@ -353,12 +354,13 @@ class _TicketBook:
 class _Connection:
     """One client connection: its writer and how many of its requests are still queued."""
 
-    __slots__ = ("writer", "inflight", "closed", "peer")
+    __slots__ = ("closed", "inflight", "last_propose", "peer", "writer")
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
         self.inflight = 0
         self.closed = False
+        self.last_propose = -math.inf
         self.peer = writer.get_extra_info("peername")
 
     def send(self, obj: Mapping[str, Any]) -> bool:
@@ -406,6 +408,7 @@ class ProposalServer:
         self._server: asyncio.base_events.Server | None = None
         self._batcher: asyncio.Task | None = None
         self._handlers: set[asyncio.Task] = set()
+        self._connections: set[_Connection] = set()
         self._stopping: asyncio.Event | None = None
         self.address: tuple[str, int] | None = None
 
@@ -468,6 +471,7 @@ class ProposalServer:
         assert task is not None
         self._handlers.add(task)
         conn = _Connection(writer)
+        self._connections.add(conn)
         self.stats.connections += 1
         self.stats.open_connections += 1
         try:
@@ -487,6 +491,7 @@ class ProposalServer:
             pass
         finally:
             conn.closed = True
+            self._connections.discard(conn)
             self.stats.open_connections -= 1
             self._handlers.discard(task)
             try:
@@ -570,7 +575,7 @@ class ProposalServer:
         except asyncio.QueueFull:
             raise ProtocolError("overloaded", "the server queue is full; retry later") from None
         conn.inflight += 1
-        return None
+        conn.last_propose = time.perf_counter()
 
     def _on_feedback(self, conn: _Connection, obj: Mapping[str, Any]) -> dict[str, Any] | None:
         msg = FeedbackMessage.from_json(obj)
@@ -610,13 +615,25 @@ class ProposalServer:
     }
 
     # ---- batching --------------------------------------------------------------------------
+    def _expected_batch(self) -> int:
+        """How many requests a batch can hope for: connections that proposed within the last
+        second (a TTSRBridge.jl connection has at most one request in flight), so a lone client
+        never waits for the batch window."""
+        recent = time.perf_counter() - 1.0
+        active = sum(1 for c in self._connections if c.last_propose >= recent)
+        return max(1, min(self.config.max_batch, active))
+
     async def _collect_batch(self) -> list[_Pending]:
-        """Wait for one request, then gather more for up to ``batch_window_s``."""
+        """Wait for one request, then gather more for up to ``batch_window_s`` or until every
+        active connection has a request in the batch."""
         assert self._queue is not None
         first = await self._queue.get()
         batch = [first]
         deadline = time.perf_counter() + self.config.batch_window_s
+        expected = self._expected_batch()
         while len(batch) < self.config.max_batch:
+            if len(batch) >= expected and self._queue.empty():
+                break
             try:
                 batch.append(self._queue.get_nowait())
                 continue

@@ -16,7 +16,7 @@ from typing import Any
 
 from .server import ModelInfo, ServerConfig
 
-__all__ = ["add_arguments", "run", "load_proposer"]
+__all__ = ["add_arguments", "load_proposer", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -16,7 +16,7 @@ class RunningSearchStatistics:
     shrinks the counts (never below 1) until they sum to ``window_size``, and
     :meth:`normalize_frequencies` refreshes ``normalized_frequencies`` (sum 1)."""
 
-    __slots__ = ("window_size", "maxsize", "frequencies", "normalized_frequencies")
+    __slots__ = ("frequencies", "maxsize", "normalized_frequencies", "window_size")
 
     def __init__(self, maxsize: int, window_size: int = 100_000):
         self.window_size = int(window_size)
@@ -25,7 +25,7 @@ class RunningSearchStatistics:
         self.frequencies[0] = 0.0
         self.normalized_frequencies = self.frequencies / self.frequencies.sum()
 
-    def copy(self) -> "RunningSearchStatistics":
+    def copy(self) -> RunningSearchStatistics:
         out = RunningSearchStatistics.__new__(RunningSearchStatistics)
         out.window_size = self.window_size
         out.maxsize = self.maxsize

@@ -1,35 +1,37 @@
 """Search configuration: PySR's parameter names, PySR's defaults, SR.jl's mutation weights.
 
-Version notes (checked against the sources, not memory): the PySR source available here is the
-2.0 line (``pysr/sr.py`` of PySR 2.0.0a2, whose ``juliapkg.json`` pins SymbolicRegression.jl
-``v2.0.0-alpha.9``); its defaults are the same as PySR 1.5.x and as design.md §5 with two
-corrections the source wins on: ``annealing=False`` and ``crossover_probability=0.0259``.
+Version notes: the defaults are PySR 2.7.2's, read from the PyPI wheel's ``pysr/sr.py``
+(``PySRRegressor.__init__``; its ``juliapkg.json`` pins SymbolicRegression.jl ``~2.7.2``):
+``annealing=True``, ``alpha=3.17``, ``crossover_probability=0.2`` and the rest as design.md §5.
+(An older PySR 2.0.0a2 source in the search index has ``annealing=False`` and
+``crossover_probability=0.0259``; the 2.7.2 wheel wins.)
 
 Two mutation-weight tables are kept as data:
 
-* :data:`PYSR_MUTATION_WEIGHTS`: the ``weight_*`` defaults of ``PySRRegressor``. PySR always
-  passes these explicitly to SR.jl, so they are what a PySR search really uses.
-* :data:`SRJL_MUTATION_WEIGHTS`: ``MutationWeights()`` defaults of SR.jl itself
-  (``src/MutationWeights.jl`` at v2.0.0-alpha.9, re-tuned), used when SR.jl is called directly.
+* :data:`PYSR_MUTATION_WEIGHTS`: the weights PySR 2.7.2 documents for its ``weight_*``
+  parameters (``None`` → "mapping to 2.47" etc. in the docstring), the ``pysr`` preset.
+* :data:`SRJL_MUTATION_WEIGHTS`: the re-tuned ``MutationWeights()`` defaults of a newer SR.jl
+  source (``src/MutationWeights.jl``), for comparison runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..config_io import ConfigError, from_mapping
 from ..expr.operators import OperatorSet
 
 __all__ = [
-    "MutationWeights",
-    "SearchConfig",
-    "PYSR_MUTATION_WEIGHTS",
-    "SRJL_MUTATION_WEIGHTS",
     "BASIC_MUTATION_WEIGHTS",
     "MUTATION_NAMES",
+    "PYSR_MUTATION_WEIGHTS",
+    "SRJL_MUTATION_WEIGHTS",
+    "MutationWeights",
+    "SearchConfig",
 ]
 
 # SR.jl's mutation names, in the order of the fields of `MutationWeights` (graph-only
@@ -79,7 +81,7 @@ class MutationWeights:
         """Weights in :data:`MUTATION_NAMES` order followed by ``neural``."""
         return tuple(float(getattr(self, n)) for n in MUTATION_NAMES) + (float(self.neural),)
 
-    def replace(self, **kw: float) -> "MutationWeights":
+    def replace(self, **kw: float) -> MutationWeights:
         return dataclasses.replace(self, **kw)
 
 
@@ -143,8 +145,8 @@ class SearchConfig:
     parsimony: float = 0.0
     tournament_selection_n: int = 15
     tournament_selection_p: float = 0.982
-    crossover_probability: float = 0.0259
-    annealing: bool = False
+    crossover_probability: float = 0.2
+    annealing: bool = True
     alpha: float = 3.17
     use_frequency: bool = True
     use_frequency_in_tournament: bool = True
@@ -225,7 +227,7 @@ class SearchConfig:
 
     # ---- construction -----------------------------------------------------------------------
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "SearchConfig":
+    def preset(cls, name: str, **overrides: Any) -> SearchConfig:
         """``"pysr"``: PySR's defaults; ``"basic"``: the seeds' BasicSR (one population,
         tournament, crossover-or-mutation, elitism, no annealing / frequency, constants {1, 2})."""
         if name == "pysr":
@@ -257,7 +259,7 @@ class SearchConfig:
         return base.replace(**overrides) if overrides else base
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], *, preset: str | None = None) -> "SearchConfig":
+    def from_mapping(cls, data: Mapping[str, Any], *, preset: str | None = None) -> SearchConfig:
         """Build from a plain mapping (e.g. YAML), optionally on top of a preset; unknown keys
         and wrong types raise :class:`ConfigError`."""
         data = _normalise_mapping(dict(data))
@@ -265,7 +267,7 @@ class SearchConfig:
             return cls.preset(preset).replace(**data)
         return from_mapping(cls, data)
 
-    def replace(self, **kw: Any) -> "SearchConfig":
+    def replace(self, **kw: Any) -> SearchConfig:
         """A copy with some fields changed (validated; a ``mutation_weights`` mapping updates
         only the weights it names)."""
         kw = _normalise_mapping(kw)

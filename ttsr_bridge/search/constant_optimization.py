@@ -24,17 +24,18 @@ returned as well, for honest speed accounting.
 
 from __future__ import annotations
 
+import importlib
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from numba import njit
 
-from ..expr import evaluate as _ev
+_ev = importlib.import_module("ttsr_bridge.expr.evaluate")  # the module (the package re-exports a function of that name)
 from ..expr.evaluate import EvalData
 from .population import Lineage, PopMember, loss_to_cost
 
-__all__ = ["optimize_constants_batch", "OptimizeResult"]
+__all__ = ["OptimizeResult", "optimize_constants_batch"]
 
 # The compiled evaluator's internals (same package): one tree on one stack, and the MSE.
 _eval_into = _ev._eval_into
@@ -223,7 +224,7 @@ def _optimize_batch_kernel(codes, vals, offsets, cpos, coffsets, eps, Xt, y, w, 
 class OptimizeResult:
     """Counters of one batched optimisation call."""
 
-    __slots__ = ("num_evals", "raw_evals", "improved")
+    __slots__ = ("improved", "num_evals", "raw_evals")
 
     def __init__(self, num_evals: float, raw_evals: float, improved: int):
         self.num_evals = num_evals

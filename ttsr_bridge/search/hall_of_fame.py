@@ -4,8 +4,8 @@ front over (complexity, loss), and PySR's score ``-Δlog(loss)/Δcomplexity``.""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from .population import PopMember
 
@@ -25,14 +25,14 @@ class ParetoEntry:
 class HallOfFame:
     """``members[c]`` is the lowest-cost member of complexity ``c`` seen (``exists[c]``)."""
 
-    __slots__ = ("maxsize", "members", "exists")
+    __slots__ = ("exists", "maxsize", "members")
 
     def __init__(self, maxsize: int):
         self.maxsize = int(maxsize)
         self.members: list[PopMember | None] = [None] * (self.maxsize + 1)
         self.exists: list[bool] = [False] * (self.maxsize + 1)
 
-    def copy(self) -> "HallOfFame":
+    def copy(self) -> HallOfFame:
         out = HallOfFame(self.maxsize)
         out.members = [m.copy() if m is not None else None for m in self.members]
         out.exists = list(self.exists)

@@ -3,7 +3,7 @@ slots of a population, resetting their birth."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -26,17 +26,17 @@ from .population import Lineage, PopMember, loss_to_cost
 from .random_stream import RandomStream
 
 __all__ = [
-    "MutationPlan",
+    "MAX_ATTEMPTS",
+    "NEURAL",
     "CrossoverPlan",
-    "plan_mutation",
+    "MutationPlan",
+    "annealing_probability",
     "apply_mutation",
+    "condition_mutation_weights",
+    "finish_crossover",
     "finish_mutation",
     "plan_crossover",
-    "finish_crossover",
-    "condition_mutation_weights",
-    "annealing_probability",
-    "NEURAL",
-    "MAX_ATTEMPTS",
+    "plan_mutation",
 ]
 
 NEURAL = "neural"
@@ -57,8 +57,21 @@ class MutationPlan:
     (``add_node`` is recorded as ``add_node:append`` / ``add_node:prepend``, ``do_nothing`` as
     ``identity``, as SR.jl records them)."""
 
-    __slots__ = ("pop", "parent", "choice", "trace_type", "tree", "size", "failed", "immediate",
-                 "request", "fallback", "temperature", "loss", "cost")
+    __slots__ = (
+        "choice",
+        "cost",
+        "failed",
+        "fallback",
+        "immediate",
+        "loss",
+        "parent",
+        "pop",
+        "request",
+        "size",
+        "temperature",
+        "trace_type",
+        "tree",
+    )
 
     def __init__(self, pop: int, parent: PopMember, temperature: float):
         self.pop = pop
@@ -79,7 +92,7 @@ class MutationPlan:
 class CrossoverPlan:
     """One ``crossover_generation`` in flight (two children, or failed)."""
 
-    __slots__ = ("pop", "parent1", "parent2", "tree1", "tree2", "size1", "size2", "failed")
+    __slots__ = ("failed", "parent1", "parent2", "pop", "size1", "size2", "tree1", "tree2")
 
     def __init__(self, pop: int, parent1: PopMember, parent2: PopMember):
         self.pop = pop

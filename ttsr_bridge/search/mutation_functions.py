@@ -14,21 +14,21 @@ from .options import SearchOptions
 from .random_stream import RandomStream
 
 __all__ = [
-    "mutate_constant",
-    "mutate_factor",
-    "mutate_operator",
-    "mutate_feature",
-    "swap_operands",
     "append_random_op",
-    "prepend_random_op",
-    "insert_random_op",
+    "crossover_trees",
     "delete_random_op",
-    "randomize_tree",
     "gen_random_tree",
     "gen_random_tree_fixed_size",
-    "randomly_rotate_tree",
-    "crossover_trees",
+    "insert_random_op",
     "make_random_leaf",
+    "mutate_constant",
+    "mutate_factor",
+    "mutate_feature",
+    "mutate_operator",
+    "prepend_random_op",
+    "randomize_tree",
+    "randomly_rotate_tree",
+    "swap_operands",
 ]
 
 # arity of each negative code, looked up without attribute access in the hot loops
@@ -294,6 +294,31 @@ def _children(codes: list[int], i: int) -> list[tuple[int, int]]:
     return out
 
 
+def _structure(codes: list[int]) -> tuple[list[int], list[tuple[int, ...] | None]]:
+    """One reverse pass: subtree end of every node and the child indices of every operator."""
+    n = len(codes)
+    ends = [0] * n
+    kids: list[tuple[int, ...] | None] = [None] * n
+    stack: list[int] = []
+    pop = stack.pop
+    push = stack.append
+    for i in range(n - 1, -1, -1):
+        c = codes[i]
+        if c >= 0:
+            ends[i] = i + 1
+        elif _arity(c) == 1:
+            ch = pop()
+            ends[i] = ends[ch]
+            kids[i] = (ch,)
+        else:
+            left = pop()
+            right = pop()
+            ends[i] = ends[right]
+            kids[i] = (left, right)
+        push(i)
+    return ends, kids
+
+
 def randomly_rotate_tree(tree: Expr, rs: RandomStream) -> Expr:
     """SR.jl's ``randomly_rotate_tree!``: pick a random operator node with an operator child
     (the root is chosen with probability 1/#valid, the rest uniformly: overall uniform), take a
@@ -301,38 +326,37 @@ def randomly_rotate_tree(tree: Expr, rs: RandomStream) -> Expr:
     pivot the subtree's root, the old root the pivot's child and the grandchild the old root's
     child (a generalised tree rotation)."""
     codes, vals = tree.codes, tree.vals
-    valid = []
-    for i, c in enumerate(codes):
-        if c < 0 and any(codes[s] < 0 for s, _ in _children(codes, i)):
-            valid.append(i)
+    ends, kids = _structure(codes)
+    valid = [i for i, k in enumerate(kids) if k is not None and any(codes[j] < 0 for j in k)]
     if not valid:
         return tree
     r = valid[rs.randint(len(valid))]
-    rch = _children(codes, r)
-    pivots = [k for k, (s, _) in enumerate(rch) if codes[s] < 0]
+    rch = kids[r]
+    pivots = [k for k, j in enumerate(rch) if codes[j] < 0]
     pk = pivots[rs.randint(len(pivots))]
-    ps, pe = rch[pk]
-    pch = _children(codes, ps)
+    ps = rch[pk]
+    pch = kids[ps]
     gk = rs.randint(len(pch))
-    gs, ge = pch[gk]
+    gs = pch[gk]
+    ge = ends[gs]
     # new root = old root with its pivot child replaced by the grandchild
     nr_c = [codes[r]]
     nr_v = [0.0]
-    for k, (s, e) in enumerate(rch):
-        s2, e2 = (gs, ge) if k == pk else (s, e)
+    for k, s in enumerate(rch):
+        s2, e2 = (gs, ge) if k == pk else (s, ends[s])
         nr_c += codes[s2:e2]
         nr_v += vals[s2:e2]
     # new subtree = pivot with its grandchild replaced by the new root
     np_c = [codes[ps]]
     np_v = [0.0]
-    for k, (s, e) in enumerate(pch):
+    for k, s in enumerate(pch):
         if k == gk:
             np_c += nr_c
             np_v += nr_v
         else:
-            np_c += codes[s:e]
-            np_v += vals[s:e]
-    re = rch[-1][1]
+            np_c += codes[s:ends[s]]
+            np_v += vals[s:ends[s]]
+    re = ends[r]
     return _new(codes[:r] + np_c + codes[re:], vals[:r] + np_v + vals[re:])
 
 

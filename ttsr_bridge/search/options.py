@@ -19,9 +19,18 @@ class SearchOptions:
     """
 
     __slots__ = (
-        "config", "nfeatures", "binary_codes", "unary_codes", "nbin", "nuna", "maxsize",
-        "maxdepth", "_cx_table", "constant_set", "perturbation_factor",
+        "_cx_table",
+        "binary_codes",
+        "config",
+        "constant_set",
+        "maxdepth",
+        "maxsize",
+        "nbin",
+        "nfeatures",
+        "nuna",
+        "perturbation_factor",
         "probability_negate_constant",
+        "unary_codes",
     )
 
     def __init__(self, config: SearchConfig, nfeatures: int):

@@ -8,13 +8,13 @@ lockstep search those rows are views into ``(populations, population_size)`` mat
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from ..expr.tree import Expr
 
-__all__ = ["PopMember", "Population", "Lineage", "loss_to_cost"]
+__all__ = ["Lineage", "PopMember", "Population", "loss_to_cost"]
 
 
 class Lineage:
@@ -41,7 +41,7 @@ class PopMember:
     """One individual: ``tree``, ``cost`` (normalised loss + parsimony), ``loss``, ``birth``,
     ``complexity``, ``ref`` (unique per search) and ``parent`` (ref of its parent, -1 if none)."""
 
-    __slots__ = ("tree", "cost", "loss", "birth", "complexity", "ref", "parent")
+    __slots__ = ("birth", "complexity", "cost", "loss", "parent", "ref", "tree")
 
     def __init__(self, tree: Expr, cost: float, loss: float, birth: int, complexity: int,
                  ref: int, parent: int = -1):
@@ -53,7 +53,7 @@ class PopMember:
         self.ref = ref
         self.parent = parent
 
-    def copy(self) -> "PopMember":
+    def copy(self) -> PopMember:
         """Same ref (SR.jl's ``copy``); trees are immutable values so they are shared."""
         return PopMember(self.tree, self.cost, self.loss, self.birth, self.complexity, self.ref, self.parent)
 
@@ -73,7 +73,7 @@ class Population:
     """``members`` plus NumPy rows ``cost``, ``birth``, ``complexity`` kept in sync by
     :meth:`set` (always replace members through it)."""
 
-    __slots__ = ("members", "cost", "birth", "complexity")
+    __slots__ = ("birth", "complexity", "cost", "members")
 
     def __init__(self, members: Sequence[PopMember], rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
         self.members: list[PopMember] = list(members)

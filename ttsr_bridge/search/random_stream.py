@@ -18,7 +18,7 @@ _BLOCK = 4096
 class RandomStream:
     """Buffered uniforms / normals / integers drawn from ``gen`` (a seeded Generator)."""
 
-    __slots__ = ("gen", "_u", "_ui", "_n", "_ni")
+    __slots__ = ("_n", "_ni", "_u", "_ui", "gen")
 
     def __init__(self, gen: np.random.Generator):
         if not isinstance(gen, np.random.Generator):
@@ -64,6 +64,6 @@ class RandomStream:
         return seq[self.randint(len(seq))]
 
 
-def as_stream(rng: "RandomStream | np.random.Generator") -> RandomStream:
+def as_stream(rng: RandomStream | np.random.Generator) -> RandomStream:
     """Wrap a Generator (public helpers accept either)."""
     return rng if isinstance(rng, RandomStream) else RandomStream(rng)

@@ -29,7 +29,7 @@ from .population import PopMember, Population
 from .search_utils import SearchState
 from .tournament import best_of_sample_batch
 
-__all__ = ["reg_evol_cycle", "lockstep_step"]
+__all__ = ["lockstep_step", "reg_evol_cycle"]
 
 
 def reg_evol_cycle(state: SearchState, temperature: float, replaced: list[set[int]]) -> float:
@@ -126,7 +126,7 @@ def _optimize_as_mutation(state: SearchState, plan: MutationPlan) -> None:
         baseline=state.baseline, use_baseline=state.use_baseline, parsimony=cfg.parsimony,
     )
     state.num_evals += res.num_evals
-    state.raw_evals += res.raw_evals
+    state.raw_evals += res.raw_evals - res.num_evals  # extra (gradient) evaluations
     plan.immediate = out[0]
 
 
@@ -194,6 +194,8 @@ def _finish_mutations(state: SearchState, plans: list[MutationPlan], losses: lis
     opts, rs, lin = state.opts, state.rs, state.lineage
     skip = cfg.skip_mutation_failures
     traces = state.iteration_traces if state.tracer is not None else None
+    if traces is not None:
+        from ..traces.tracing import MutationStepTrace
     outcomes = []
     li = 0
     for plan in plans:
@@ -214,8 +216,6 @@ def _finish_mutations(state: SearchState, plans: list[MutationPlan], losses: lis
         should_replace = accepted or not skip
         oldest = _oldest(state, pop) if should_replace else -1
         if traces is not None:
-            from ..traces.tracing import MutationStepTrace
-
             traces[plan.pop].mutation_attempts(
                 [(plan.parent, baby, MutationStepTrace(plan.trace_type, result, reason))],
                 pop.members[oldest] if should_replace else None, 1)

@@ -19,14 +19,15 @@ cycles so that it stops a long iteration promptly.
 
 from __future__ import annotations
 
+import importlib
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
 
 import numpy as np
 
-from ..expr import evaluate as ev
+ev = importlib.import_module("ttsr_bridge.expr.evaluate")  # the module, not the re-exported function
 from ..expr.tree import Expr
 from .adaptive_parsimony import RunningSearchStatistics
 from .config import SearchConfig
@@ -41,7 +42,7 @@ from .search_utils import ProposerStats, SearchState, StopReason, get_cur_maxsiz
 from .single_iteration import optimize_and_simplify_population, s_r_cycle
 from .tournament import frequency_penalty
 
-__all__ = ["equation_search", "SearchResult", "SearchStats"]
+__all__ = ["SearchResult", "SearchStats", "equation_search"]
 
 
 @dataclass(frozen=True)

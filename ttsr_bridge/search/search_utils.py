@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..expr import evaluate as ev
+ev = importlib.import_module("ttsr_bridge.expr.evaluate")  # the module, not the re-exported function
 from ..expr.tree import Expr
 from .adaptive_parsimony import RunningSearchStatistics
 from .config import SearchConfig
@@ -20,7 +22,7 @@ from .population import Lineage, PopMember, Population
 from .random_stream import RandomStream
 from .tournament import tournament_weights
 
-__all__ = ["SearchState", "ProposerStats", "get_cur_maxsize", "StopReason"]
+__all__ = ["ProposerStats", "SearchState", "StopReason", "get_cur_maxsize"]
 
 
 class StopReason:

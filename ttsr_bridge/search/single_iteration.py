@@ -14,7 +14,7 @@ from .population import PopMember
 from .regularized_evolution import reg_evol_cycle
 from .search_utils import SearchState
 
-__all__ = ["s_r_cycle", "optimize_and_simplify_population", "temperatures"]
+__all__ = ["optimize_and_simplify_population", "s_r_cycle", "temperatures"]
 
 
 def temperatures(ncycles: int, annealing: bool) -> np.ndarray:
@@ -79,7 +79,7 @@ def optimize_and_simplify_population(state: SearchState) -> float:
             use_baseline=state.use_baseline, parsimony=cfg.parsimony,
         )
         evals += res.num_evals
-        state.raw_evals += res.raw_evals
+        state.raw_evals += res.raw_evals - res.num_evals  # extra (gradient) evaluations
         for (p, j), m in zip(todo, out):
             state.populations[p].set(j, m)
             optimized.add((p, j))

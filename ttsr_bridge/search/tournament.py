@@ -15,7 +15,7 @@ from .adaptive_parsimony import RunningSearchStatistics
 from .config import SearchConfig
 from .population import PopMember, Population
 
-__all__ = ["tournament_weights", "frequency_penalty", "best_of_sample", "best_of_sample_batch"]
+__all__ = ["best_of_sample", "best_of_sample_batch", "frequency_penalty", "tournament_weights"]
 
 
 def tournament_weights(n: int, p: float) -> np.ndarray:
@@ -30,7 +30,8 @@ def frequency_penalty(stats: RunningSearchStatistics, config: SearchConfig, widt
     out = np.ones(width)
     if config.use_frequency_in_tournament:
         m = min(config.maxsize, width - 1)
-        out[1 : m + 1] = np.exp(config.adaptive_parsimony_scaling * stats.normalized_frequencies[1 : m + 1])
+        with np.errstate(over="ignore"):  # exp overflows to inf, as in SR.jl
+            out[1 : m + 1] = np.exp(config.adaptive_parsimony_scaling * stats.normalized_frequencies[1 : m + 1])
     return out
 
 
@@ -58,7 +59,9 @@ def best_of_sample_batch(
     adj = cost[r, sample]
     if penalty is not None:
         cx = np.minimum(complexity[r, sample], penalty.shape[1] - 1)
-        adj = adj * penalty[r, cx]
+        # 0 * inf (a perfect fit at an over-represented size) is NaN, sorted last as in Julia.
+        with np.errstate(invalid="ignore", over="ignore"):
+            adj = adj * penalty[r, cx]
     rank = np.searchsorted(cum_weights, gen.random(k) * cum_weights[-1], side="right")
     rank = np.minimum(rank, n - 1)
     order = np.argsort(adj, axis=1, kind="stable")

@@ -30,6 +30,8 @@ JSON3 writer emits with ``allow_inf=true``, and what Python's :mod:`json` reads 
 from __future__ import annotations
 
 import json
+from array import array
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 import os
 import time
 from dataclasses import dataclass
@@ -105,12 +107,116 @@ def _load_string_tree() -> Callable[..., str]:
     return string_tree
 
 
+class _FastStringTree:
+    """``string_tree(expr)`` (x1.. names, Julia floats) with the same output, several times faster.
+
+    Tracing prints one tree per traced child, which made printing the dominant cost of a traced
+    search. This printer keeps the exact output of :func:`ttsr_bridge.expr.printer.string_tree`
+    by learning each operator's form *from* ``string_tree`` (printing ``op(x1, x2)`` once), and
+    memoises constant strings; any operator whose form it cannot reproduce is printed by
+    ``string_tree`` itself (the whole tree). A test checks equality on random trees.
+    """
+
+    _CONST_MEMO_LIMIT = 100_000
+
+    def __init__(self, string_tree: Callable[..., str]) -> None:
+        from ..expr.printer import format_julia_float
+        from ..expr.tree import Expr
+
+        self._string_tree = string_tree
+        self._expr_cls = Expr
+        self._fmt = format_julia_float
+        # op code (negative) -> (arity, julia name, infix) or None when not reproducible
+        self._ops: dict[int, tuple[int, str, bool] | None] = {}
+        self._consts: dict[float, str] = {}
+
+    def _learn(self, code: int) -> tuple[int, str, bool] | None:
+        from ..expr.operators import OPERATORS
+
+        op = OPERATORS.get(-code)
+        if op is None:
+            return None  # string_tree raises the proper error
+        if op.arity == 1:
+            form = (1, op.julia, False)
+            probe = self._expr_cls([code, 1])
+            expect = f"{op.julia}(x1)"
+        elif op.arity == 2:
+            probe = self._expr_cls([code, 1, 2])
+            infix = self._string_tree(probe) == f"x1 {op.julia} x2"
+            form = (2, op.julia, infix)
+            expect = f"x1 {op.julia} x2" if infix else f"{op.julia}(x1, x2)"
+        else:
+            return None
+        return form if self._string_tree(probe) == expect else None
+
+    def __call__(self, expr: Any) -> str:
+        codes, vals = expr.codes, expr.vals
+        ops, consts = self._ops, self._consts
+        stack: list[str] = []
+        push, pop = stack.append, stack.pop
+        for i in range(len(codes) - 1, -1, -1):
+            c = codes[i]
+            if c == 0:
+                v = vals[i]
+                s = consts.get(v) if v != 0.0 else None  # 0.0 == -0.0 in a dict: not memoised
+                if s is None:
+                    s = self._fmt(v)
+                    if v != 0.0 and v == v:
+                        if len(consts) >= self._CONST_MEMO_LIMIT:
+                            consts.clear()
+                        consts[v] = s
+                push(s)
+            elif c > 0:
+                push(f"x{c}")
+            else:
+                form = ops.get(c, False)
+                if form is False:
+                    form = ops[c] = self._learn(c)
+                if form is None or len(stack) < form[0]:
+                    return self._string_tree(expr)
+                if form[0] == 1:
+                    a = pop()
+                    if a[0] == "(" and a[-1] == ")":
+                        a = a[1:-1]
+                    push(f"{form[1]}({a})")
+                else:
+                    a = pop()
+                    b = pop()
+                    if form[2]:
+                        push(f"({a} {form[1]} {b})")
+                    else:
+                        if a[0] == "(" and a[-1] == ")":
+                            a = a[1:-1]
+                        if b[0] == "(" and b[-1] == ")":
+                            b = b[1:-1]
+                        push(f"{form[1]}({a}, {b})")
+        if len(stack) != 1:
+            return self._string_tree(expr)  # malformed: let string_tree raise its error
+        s = stack[0]
+        return s[1:-1] if s[0] == "(" and s[-1] == ")" else s
+
+
+def _jfloat(x: float) -> str:
+    """A float as JSON text; non-finite as SR.jl's JSON3 (``allow_inf``) writes them."""
+    r = float.__repr__(float(x))
+    return _NONFINITE.get(r, r)
+
+
+_NONFINITE = {"inf": "Infinity", "-inf": "-Infinity", "nan": "NaN"}
+_INF = float("inf")
+
+
 class TraceWriter:
     """Writes one search's trace file (JSON Lines) — SR.jl's ``initialize_trace!`` + ``write_trace``.
 
     ``options_string`` is the ``options`` field of the ``search`` record (SR.jl writes
     ``string(options)``; any readable dump of the config). Lines are buffered; call
     :meth:`close` (or use the writer as a context manager) to flush them.
+
+    Speed matters (a traced search writes one event per mutation), so records are rendered
+    straight to JSON text fragments as events arrive instead of building nested dicts for
+    :mod:`json`: member trees are printed and JSON-escaped once (cached by tree object and by
+    content), and an iteration line is a join of ready fragments.
     """
 
     def __init__(
@@ -121,19 +227,23 @@ class TraceWriter:
         buffer_bytes: int = _DEFAULT_BUFFER_BYTES,
     ) -> None:
         self.path = Path(path)
-        self._string_tree = _load_string_tree()
+        self._string_tree: Callable[[Any], str] = _FastStringTree(_load_string_tree())
+        # id(tree) -> (tree, JSON string); holding the tree keeps its id from being reused.
         self._tree_cache: dict[int, tuple[Any, str]] = {}
-        self._encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+        # Many traced children are copies of their parent (rejected moves): cache by content too.
+        self._content_cache: dict[tuple[tuple[int, ...], bytes], str] = {}
+        self._step_cache: dict[tuple[str, str | None, str | None], str] = {}
         self._file = open(self.path, "w", encoding="utf-8", buffering=buffer_bytes)
         self.lines_written = 0
-        self._emit(
+        self._emit(json.dumps(
             {
                 "schema_version": TRACE_SCHEMA_VERSION,
                 "record_type": "search",
                 "started_at": time.time(),
                 "options": str(options_string),
-            }
-        )
+            },
+            separators=(",", ":"),
+        ))
 
     # ---- context manager -------------------------------------------------------------------
     def __enter__(self) -> "TraceWriter":
@@ -154,12 +264,11 @@ class TraceWriter:
 
         ``out`` and ``pop`` are written as given (SR.jl's are 1-based Julia indices).
         """
-        dumped = [self.member_json(m) for m in members]
-        return IterationTrace(self, int(out), int(pop), int(iteration), dumped)
+        return IterationTrace(self, int(out), int(pop), int(iteration), members)
 
     def write(self, it: "IterationTrace") -> None:
         """SR.jl ``write_trace``: append the iteration as one JSON line."""
-        self._emit(it.to_json())
+        self._emit(it.render())
 
     def close(self) -> None:
         """Flush and close the file (idempotent)."""
@@ -167,59 +276,80 @@ class TraceWriter:
             self._file.close()
 
     # ---- helpers ---------------------------------------------------------------------------
-    def tree_string(self, member: TracedMember) -> str:
-        """``string_tree(member.tree)`` (x1.. names), cached by ``ref``.
-
-        The cache entry also keeps the tree object, so a member whose tree was replaced under
-        the same ref (trees are values, so this should not happen) is re-printed, not misprinted.
-        """
-        ref = member.ref
+    def tree_json(self, member: TracedMember) -> str:
+        """``string_tree(member.tree)`` (x1.. names) as a JSON string literal, cached."""
         tree = member.tree
-        hit = self._tree_cache.get(ref)
+        hit = self._tree_cache.get(id(tree))
         if hit is not None and hit[0] is tree:
             return hit[1]
-        s = self._string_tree(tree)
+        key = (tuple(tree.codes), array("d", tree.vals).tobytes())  # bytes: -0.0 != 0.0
+        s = self._content_cache.get(key)
+        if s is None:
+            s = encode_basestring_ascii(self._string_tree(tree))
+            if len(self._content_cache) >= _TREE_CACHE_LIMIT:
+                self._content_cache.clear()
+            self._content_cache[key] = s
         if len(self._tree_cache) >= _TREE_CACHE_LIMIT:
             self._tree_cache.clear()
-        self._tree_cache[ref] = (tree, s)
+        self._tree_cache[id(tree)] = (tree, s)
         return s
 
-    def member_json(self, m: TracedMember) -> dict[str, Any]:
-        """A ``members`` entry: ``{tree, loss, cost, complexity, birth, ref, parent}``."""
-        return {
-            "tree": self.tree_string(m),
-            "loss": float(m.loss),
-            "cost": float(m.cost),
-            "complexity": int(m.complexity),
-            "birth": int(m.birth),
-            "ref": int(m.ref),
-            "parent": int(m.parent),
-        }
+    def tree_string(self, member: TracedMember) -> str:
+        """``string_tree(member.tree)`` with ``x1..`` names (the text in the file)."""
+        return json.loads(self.tree_json(member))
 
-    def _emit(self, record: dict[str, Any]) -> None:
-        self._file.write(self._encoder.encode(record))
+    def member_fields(self, m: TracedMember) -> str:
+        """A ``members`` entry's fields as JSON text, without braces."""
+        return (f'"tree":{self.tree_json(m)},"loss":{_jfloat(m.loss)},"cost":{_jfloat(m.cost)},'
+                f'"complexity":{int(m.complexity)},"birth":{int(m.birth)},"ref":{int(m.ref)},'
+                f'"parent":{int(m.parent)}')
+
+    def step_json(self, step: MutationStepTrace) -> str:
+        key = (step.type, step.result, step.reason)
+        s = self._step_cache.get(key)
+        if s is None:
+            s = self._step_cache[key] = json.dumps(step.to_json(), separators=(",", ":"))
+        return s
+
+    def _emit(self, line: str) -> None:
+        self._file.write(line)
         self._file.write("\n")
         self.lines_written += 1
+
+
+class _Entry:
+    """One ``mutations`` value: its fixed fields (JSON text) and its events (JSON texts)."""
+
+    __slots__ = ("head", "events")
+
+    def __init__(self, head: str) -> None:
+        self.head = head
+        self.events: list[str] = []
+
+    def render(self) -> str:
+        return '{"events":[' + ",".join(self.events) + "]," + self.head + "}"
 
 
 class IterationTrace:
     """One ``iteration`` record being built (SR.jl's per-iteration ``trace`` dict)."""
 
-    __slots__ = ("_writer", "output", "population", "iteration", "started_at", "members",
-                 "mutations", "_members_by_ref")
+    __slots__ = ("_writer", "output", "population", "iteration", "started_at", "_members",
+                 "_member_fields", "mutations")
 
     def __init__(
         self, writer: TraceWriter, output: int, population: int, iteration: int,
-        members: list[dict[str, Any]],
+        members: Sequence[TracedMember],
     ) -> None:
         self._writer = writer
         self.output = output
         self.population = population
         self.iteration = iteration
         self.started_at = time.time()
-        self.members = members
-        self.mutations: dict[str, dict[str, Any]] = {}
-        self._members_by_ref: dict[int, dict[str, Any]] | None = None
+        # The population at the start: (ref, fields JSON) in order.
+        self._members = [(int(m.ref), writer.member_fields(m)) for m in members]
+        self._member_fields: dict[int, str] | None = None
+        # ref -> entry; keys are the members' own ref objects (ints) and render as digits
+        self.mutations: dict[int, _Entry] = {}
 
     # ---- SR.jl hooks -----------------------------------------------------------------------
     def mutation_attempts(
@@ -235,26 +365,29 @@ class IterationTrace:
         that was kept, as SR.jl's ``selected_attempt_idx``. ``replaced`` is the member that the
         kept child replaces (``None`` when the result is skipped); it gets a ``death`` event.
         """
+        # Hot path (one call per mutation): one clock read, cached step JSON, inlined lookups.
+        muts = self.mutations
         entry = self._entry
+        step_json = self._writer.step_json
+        now = float.__repr__(time.time())
         if replaced is not None:
             entry(replaced)
-        for parent, child, _ in steps:
-            entry(parent)
-            entry(child)
         for attempt_idx, (parent, child, step_trace) in enumerate(steps, start=1):
-            self.mutations[str(parent.ref)]["events"].append(
-                {
-                    "type": "mutate",
-                    "time": time.time(),
-                    "child": int(child.ref),
-                    "selected": attempt_idx == selected_idx,
-                    "mutation": step_trace.to_json(),
-                }
+            pref = parent.ref
+            pentry = muts.get(pref)
+            if pentry is None:
+                entry(parent)
+                pentry = muts[pref]
+            cref = child.ref
+            if cref not in muts:
+                entry(child)
+            pentry.events.append(
+                f'{{"type":"mutate","time":{now},"child":{cref},"selected":'
+                f'{"true" if attempt_idx == selected_idx else "false"},'
+                f'"mutation":{step_json(step_trace)}}}'
             )
         if replaced is not None:
-            self.mutations[str(replaced.ref)]["events"].append(
-                {"type": "death", "time": time.time()}
-            )
+            muts[replaced.ref].events.append(f'{{"type":"death","time":{now}}}')
 
     def crossover(
         self,
@@ -275,21 +408,18 @@ class IterationTrace:
             self._entry(m)
         if isinstance(details, MutationStepTrace):
             details = details.to_json()
-        event = {
-            "type": "crossover",
-            "time": time.time(),
-            "parent1": int(parent1.ref),
-            "parent2": int(parent2.ref),
-            "child1": int(child1.ref),
-            "child2": int(child2.ref),
-            "details": dict(details),
-        }
+        event = (
+            f'{{"type":"crossover","time":{float.__repr__(time.time())},'
+            f'"parent1":{int(parent1.ref)},"parent2":{int(parent2.ref)},'
+            f'"child1":{int(child1.ref)},"child2":{int(child2.ref)},'
+            f'"details":{json.dumps(dict(details), separators=(",", ":"))}}}'
+        )
         # SR.jl pushes the same event object on both parents.
-        self.mutations[str(parent1.ref)]["events"].append(event)
-        self.mutations[str(parent2.ref)]["events"].append(event)
-        now = time.time()
-        self.mutations[str(replaced1.ref)]["events"].append({"type": "death", "time": now})
-        self.mutations[str(replaced2.ref)]["events"].append({"type": "death", "time": now})
+        self.mutations[parent1.ref].events.append(event)
+        self.mutations[parent2.ref].events.append(event)
+        death = _death()
+        self.mutations[replaced1.ref].events.append(death)
+        self.mutations[replaced2.ref].events.append(death)
 
     def optimization(
         self, member: TracedMember, old_ref: int, new_ref: int, optimized: bool
@@ -302,58 +432,52 @@ class IterationTrace:
         """
         self._entry(member)
         mutation_type = "simplification_and_optimization" if optimized else "simplification"
-        now = time.time()
-        tuning = {
-            "type": "tuning",
-            "time": now,
-            "child": int(new_ref),
-            "mutation": {"type": mutation_type},
-        }
-        key = str(old_ref)
-        old_entry = self.mutations.get(key)
+        now = float.__repr__(time.time())
+        old_entry = self.mutations.get(old_ref)
         if old_entry is None:
-            old_entry = self._entry_from_members(int(old_ref))
-            self.mutations[key] = old_entry
-        old_entry["events"].append(tuning)
-        old_entry["events"].append({"type": "death", "time": now})
+            old_entry = self.mutations[old_ref] = _Entry(self._start_fields(old_ref))
+        old_entry.events.append(f'{{"type":"tuning","time":{now},"child":{int(new_ref)},'
+                                f'"mutation":{{"type":"{mutation_type}"}}}}')
+        old_entry.events.append(f'{{"type":"death","time":{now}}}')
 
     # ---- record ----------------------------------------------------------------------------
+    def render(self) -> str:
+        """The ``iteration`` record as one line of JSON (SR.jl's fields)."""
+        members = ",".join("{" + f + "}" for _, f in self._members)
+        muts = ",".join(f'"{ref}":{e.render()}' for ref, e in self.mutations.items())
+        return (
+            f'{{"schema_version":{TRACE_SCHEMA_VERSION},"record_type":"iteration",'
+            f'"output":{self.output},"population":{self.population},"iteration":{self.iteration},'
+            f'"started_at":{float.__repr__(self.started_at)},"members":[{members}],'
+            f'"mutations":{{{muts}}}}}'
+        )
+
     def to_json(self) -> dict[str, Any]:
-        """The ``iteration`` record as a JSON-ready dict (fields in SR.jl's order)."""
-        return {
-            "schema_version": TRACE_SCHEMA_VERSION,
-            "record_type": "iteration",
-            "output": self.output,
-            "population": self.population,
-            "iteration": self.iteration,
-            "started_at": self.started_at,
-            "members": self.members,
-            "mutations": self.mutations,
-        }
+        """The record as a parsed dict (for inspection; the writer uses :meth:`render`)."""
+        return json.loads(self.render())
 
     # ---- helpers ---------------------------------------------------------------------------
     def _entry(self, m: TracedMember) -> None:
         """SR.jl ``_trace_member!``: register ``m`` in ``mutations`` once (first state wins)."""
-        key = str(m.ref)
-        if key not in self.mutations:
-            self.mutations[key] = {
-                "events": [],
-                "tree": self._writer.tree_string(m),
-                "cost": float(m.cost),
-                "loss": float(m.loss),
-                "parent": int(m.parent),
-            }
+        ref = m.ref
+        if ref not in self.mutations:
+            self.mutations[ref] = _Entry(
+                f'"tree":{self._writer.tree_json(m)},"cost":{_jfloat(m.cost)},'
+                f'"loss":{_jfloat(m.loss)},"parent":{int(m.parent)}'
+            )
 
-    def _entry_from_members(self, ref: int) -> dict[str, Any]:
-        """An entry for a member known only from the iteration's start (SR.jl copies it)."""
-        if self._members_by_ref is None:
-            self._members_by_ref = {m["ref"]: m for m in self.members}
-        found = self._members_by_ref.get(ref)
+    def _start_fields(self, ref: int) -> str:
+        """Fields of a member known only from the iteration's start (SR.jl copies its dump)."""
+        if self._member_fields is None:
+            self._member_fields = dict(self._members)
+        found = self._member_fields.get(ref)
         if found is None:
             raise KeyError(
                 f"trace_optimization: ref {ref} is neither traced in this iteration nor a member "
                 "at its start"
             )
-        entry = dict(found)
-        entry["events"] = []
-        return entry
+        return found
+
+
+def _death() -> str:
+    return f'{{"type":"death","time":{float.__repr__(time.time())}}}'

@@ -1,0 +1,12 @@
+import json
+
+from ttsr_bridge.bench import engine_speed
+
+
+def test_engine_speed_json_line(capsys):
+    assert engine_speed.main(["--json", "--evals", "3000"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    out = json.loads(line)
+    assert out["engine_evals_per_s"] > 0 and out["engine_evals"] >= 3000
+    if out["operon_evals_per_s"] is not None:
+        assert out["ratio"] > 0

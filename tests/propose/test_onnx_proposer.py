@@ -1,0 +1,158 @@
+"""OnnxProposer with a real exported (untrained) model: valid children in batch, size limits,
+None for impossible requests and non-finite logits, no torch on the inference path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ttsr_bridge.config_io import from_mapping
+from ttsr_bridge.expr.operators import OperatorSet, register_operator
+from ttsr_bridge.expr.tree import Expr, const, op, var
+from ttsr_bridge.model.config import TrainConfig
+from ttsr_bridge.model.synthetic_data import random_tree
+from ttsr_bridge.propose.protocol import DataStats, ProblemContext, ProposalRequest, Proposer
+
+OPS = OperatorSet.from_names(["+", "*", "-"], ["sin", "exp"])
+CFG = {"model": {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64, "max_positions": 192},
+       "max_prompt_len": 128, "max_child_len": 40, "seed": 1}
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    from ttsr_bridge.model.export import export_run
+    from ttsr_bridge.model.train import init_run
+
+    root = tmp_path_factory.mktemp("proposer")
+    init_run(from_mapping(TrainConfig, CFG), root / "run")
+    export_run(root / "run", root / "m.onnx")
+    return root / "m.onnx"
+
+
+def _requests(rng, n, curmaxsize=15, nfeatures=2):
+    ctx = ProblemContext(nfeatures, OPS, 30)
+    return [ProposalRequest(random_tree(rng, int(rng.integers(1, 12)), nfeatures, OPS), 0.1, 0.1, p,
+                            int(rng.integers(0, 50)), 0.3, curmaxsize, ctx) for p in range(n)]
+
+
+def test_batch_of_valid_children(model_path):
+    from ttsr_bridge.propose.onnx_proposer import OnnxProposer
+
+    rng = np.random.default_rng(0)
+    prop = OnnxProposer(model_path, batch_size=16)
+    assert isinstance(prop, Proposer)
+    for curmax in (1, 3, 15):
+        reqs = _requests(rng, 40, curmax)
+        reqs += reqs[:5]  # repeated prompts share their prefill
+        out = prop.propose(reqs, rng)
+        assert len(out) == len(reqs)
+        for child in out:
+            assert child is not None and child.is_valid() and len(child) <= curmax
+            assert child.features_used() <= {0, 1}
+            assert {o.id for o in child.operators_used()} <= {o.id for o in OPS.all}
+            assert all(np.isfinite(child.vals))
+    assert prop.stats.proposals == 135
+
+
+def test_deterministic_given_rng(model_path):
+    from ttsr_bridge.propose.onnx_proposer import OnnxProposer
+
+    prop = OnnxProposer(model_path, top_k=5)
+    reqs = _requests(np.random.default_rng(1), 10)
+    a = prop.propose(reqs, np.random.default_rng(7))
+    b = prop.propose(reqs, np.random.default_rng(7))
+    assert a == b
+
+
+def test_unencodable_requests_get_none(model_path):
+    from ttsr_bridge.propose.onnx_proposer import OnnxProposer
+
+    prop = OnnxProposer(model_path)
+    user = register_operator("ttsr_test_prop_op", 1, np.negative)
+    ctx = ProblemContext(2, OPS, 30)
+    good = ProposalRequest(op("+", var(0), const(1.0)), 0.1, 0.1, 0, 1, 0.3, 10, ctx)
+    bad_op = ProposalRequest(Expr([-user.id, 1]), 0.1, 0.1, 1, 1, 0.3, 10, ctx)
+    too_many = ProposalRequest(var(0), 0.1, 0.1, 2, 1, 0.3, 10, ProblemContext(40, OPS, 30))
+    no_room = ProposalRequest(var(0), 0.1, 0.1, 3, 1, 0.3, 0, ctx)
+    out = prop.propose([good, bad_op, too_many, no_room], np.random.default_rng(0))
+    assert out[0] is not None and out[1:] == [None, None, None]
+    assert prop.stats.unencodable == 3
+
+
+def test_nan_weights_return_none(model_path, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from ttsr_bridge.propose.onnx_proposer import OnnxProposer
+
+    m = onnx.load(str(model_path))
+    vocab = json.loads((model_path.parent / "m.onnx.json").read_text())["vocab_size"]
+    for init in m.graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.ndim == 2 and arr.shape[1] == vocab:  # the LM head → every logit NaN
+            init.CopyFrom(numpy_helper.from_array(np.full_like(arr, np.nan), init.name))
+            break
+    else:
+        pytest.fail("LM head weight not found")
+    onnx.save(m, str(tmp_path / "nan.onnx"))
+    (tmp_path / "nan.onnx.json").write_text((model_path.parent / "m.onnx.json").read_text())
+    prop = OnnxProposer(tmp_path / "nan.onnx")
+    out = prop.propose(_requests(np.random.default_rng(2), 6), np.random.default_rng(0))
+    assert out == [None] * 6 and prop.stats.bad_logits == 6
+
+
+def test_rich_model_needs_data_stats(tmp_path):
+    from ttsr_bridge.model.export import export_run
+    from ttsr_bridge.model.train import init_run
+    from ttsr_bridge.propose.onnx_proposer import OnnxProposer
+
+    init_run(from_mapping(TrainConfig, {**CFG, "context_mode": "rich"}), tmp_path / "run")
+    export_run(tmp_path / "run", tmp_path / "rich.onnx")
+    prop = OnnxProposer(tmp_path / "rich.onnx")
+    rng = np.random.default_rng(3)
+    with pytest.raises(ValueError, match="DataStats"):
+        prop.propose(_requests(rng, 2), rng)
+    X = rng.normal(size=(30, 2))
+    ctx = ProblemContext(2, OPS, 30, data_stats=DataStats.from_data(X, X[:, 0]))
+    out = prop.propose([ProposalRequest(var(1), 0.1, 0.1, 0, 3, 0.2, 8, ctx)], rng)
+    assert out[0] is not None and out[0].is_valid()
+
+
+def test_inference_path_imports_no_torch(model_path):
+    code = (
+        "import sys, numpy as np\n"
+        "from ttsr_bridge.propose.onnx_proposer import OnnxProposer\n"
+        "from ttsr_bridge.propose.protocol import ProblemContext, ProposalRequest\n"
+        "from ttsr_bridge.expr.operators import OperatorSet\n"
+        "from ttsr_bridge.expr.tree import var\n"
+        f"p = OnnxProposer({str(model_path)!r})\n"
+        "ctx = ProblemContext(1, OperatorSet.from_names(['+'], []), 10)\n"
+        "out = p.propose([ProposalRequest(var(0), 1.0, 1.0, 0, 0, 0.5, 5, ctx)], np.random.default_rng(0))\n"
+        "assert out[0] is not None\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
+def test_default_model_resolution(tmp_path):
+    from ttsr_bridge.propose import onnx_proposer
+
+    try:
+        path = onnx_proposer.default_model_path()
+    except FileNotFoundError as e:
+        assert "default_model.onnx" in str(e)
+        with pytest.raises(FileNotFoundError, match="default"):
+            onnx_proposer.OnnxProposer("default")
+    else:
+        assert onnx_proposer.resolve_model_path("default") == path
+    with pytest.raises(FileNotFoundError, match="not found"):
+        onnx_proposer.resolve_model_path(tmp_path / "missing.onnx")
+    (tmp_path / "x.onnx").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="sidecar"):
+        onnx_proposer.OnnxProposer(tmp_path / "x.onnx")

@@ -1,0 +1,94 @@
+"""``ttsr_bridge.PySRRegressor``: PySR's estimator with the learned move proposer inside SR.jl.
+
+A subclass of :class:`pysr.PySRRegressor` (so ``get_params`` / ``set_params`` / ``clone``,
+``predict``, ``equations_`` and pickling are PySR's own) with the extra ``neural_*`` parameters
+of :data:`~ttsr_bridge.pysr.spec.NEURAL_PARAMETERS`. ``fit`` starts ``ttsr serve`` on a free
+loopback port, adds ``TTSRBridge.NeuralProposerPlugin`` to PySR's ``plugins`` for that fit only,
+and stops the server afterwards. ``neural_proposer=None`` is stock PySR.
+
+Importing this module imports pysr (and therefore Julia); ``import ttsr_bridge`` does not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pysr
+
+from ..propose.client import ServerProcess
+from .julia_env import ensure_bridge_loaded
+from .spec import (
+    NEURAL_PARAMETERS,
+    JuliaPluginSpec,
+    NeuralSpec,
+    combined_init_signature,
+    pysr_fit_overrides,
+)
+
+__all__ = ["NeuralProposerPlugin", "PySRRegressor", "bridge_stats"]
+
+
+@dataclass(frozen=True)
+class NeuralProposerPlugin(pysr.AbstractPlugin):
+    """PySR plugin config for ``TTSRBridge.NeuralProposerPlugin`` (PySR's ``plugins=[...]`` API)."""
+
+    spec: JuliaPluginSpec
+
+    def julia_plugin(self) -> Any:
+        from pysr.julia_import import jl
+
+        ensure_bridge_loaded()
+        return jl.seval(self.spec.julia_source())
+
+
+def bridge_stats() -> dict[str, int]:
+    """TTSRBridge's counters in this Python process's Julia (requests, proposals, fallbacks, ...)."""
+    from pysr.julia_import import jl
+
+    ensure_bridge_loaded()
+    nt = jl.TTSRBridge.bridge_stats()
+    return {str(k): int(v) for k, v in zip(jl.keys(nt), jl.values(nt))}
+
+
+class PySRRegressor(pysr.PySRRegressor):
+    """PySR with a neural move: ``PySRRegressor(neural_proposer="model.onnx", neural_weight=1.0,
+    **every PySR parameter)``."""
+
+    def __init__(self, **params: Any):
+        for name, default in NEURAL_PARAMETERS.items():
+            setattr(self, name, params.pop(name, default))
+        super().__init__(**params)
+
+    def neural_spec(self) -> NeuralSpec | None:
+        return NeuralSpec.from_params({k: getattr(self, k) for k in NEURAL_PARAMETERS})
+
+    def fit(self, X, y, *args: Any, **kwargs: Any):
+        spec = self.neural_spec()
+        if spec is None:
+            return super().fit(X, y, *args, **kwargs)
+        ensure_bridge_loaded()
+        seed = self.random_state if isinstance(self.random_state, int) else 0
+        saved = {"plugins": self.plugins, "worker_imports": self.worker_imports}
+        with ServerProcess(spec.proposer, seed=seed, extra_args=spec.server_args) as server:
+            assert server.port is not None
+            overrides = pysr_fit_overrides(
+                {"plugins": self.plugins, "worker_imports": self.worker_imports,
+                 "parallelism": self.parallelism, "cluster_manager": self.cluster_manager},
+                spec, server.host, server.port,
+            )
+            overrides["plugins"] = [
+                NeuralProposerPlugin(p) if isinstance(p, JuliaPluginSpec) else p for p in overrides["plugins"]
+            ]
+            try:
+                for k, v in overrides.items():
+                    setattr(self, k, v)
+                return super().fit(X, y, *args, **kwargs)
+            finally:
+                # The user's parameters are left as given (sklearn: fit never changes params).
+                for k, v in saved.items():
+                    setattr(self, k, v)
+
+
+# scikit-learn reads the parameter list from __init__'s signature: PySR's plus ours.
+PySRRegressor.__init__.__signature__ = combined_init_signature(pysr.PySRRegressor.__init__, NEURAL_PARAMETERS)

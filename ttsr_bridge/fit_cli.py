@@ -188,7 +188,10 @@ def summarize(model, fi: FitInput, seconds: float) -> dict:
     }
     stats = model.stats_
     if stats is not None:
-        summary["proposer"] = stats if isinstance(stats, dict) else getattr(stats, "__dict__", str(stats))
+        from .config_io import to_mapping
+
+        summary["stop_reason"] = stats.stop_reason
+        summary["proposer"] = to_mapping(stats.proposer)
     if fi.formula is not None:
         from .expr.parser import parse_formula
         from .expr.sympy_bridge import equivalent

@@ -132,3 +132,34 @@ def test_optimization_of_unknown_ref_raises(tmp_path: Path) -> None:
         it = tw.iteration_start(1, 1, 0, [member(var(0), 1.0)])
         with pytest.raises(KeyError):
             it.optimization(member(var(0), 1.0), 123456, 7, False)
+
+
+def test_fast_printer_matches_string_tree() -> None:
+    import numpy as np
+
+    from ttsr_bridge.expr.operators import OPERATORS
+    from ttsr_bridge.expr.printer import string_tree
+    from ttsr_bridge.traces.tracing import _FastStringTree
+
+    rng = np.random.default_rng(0)
+    ops = sorted(OPERATORS.items())
+    specials = [0.0, -0.0, math.inf, -math.inf, math.nan, 1e-300, -2.5e17, 0.1, 123456.0, 1e6]
+
+    def grow(depth: int) -> tuple[list[int], list[float]]:
+        if depth == 0 or rng.random() < 0.3:
+            if rng.random() < 0.5:
+                v = specials[rng.integers(len(specials))] if rng.random() < 0.3 else rng.normal()
+                return [0], [float(v)]
+            return [int(rng.integers(1, 4))], [0.0]
+        oid, o = ops[rng.integers(len(ops))]
+        codes, vals = [-oid], [0.0]
+        for _ in range(o.arity):
+            c, v = grow(depth - 1)
+            codes += c
+            vals += v
+        return codes, vals
+
+    fast = _FastStringTree(string_tree)
+    for _ in range(3000):
+        e = Expr(*grow(5))
+        assert fast(e) == string_tree(e), (e.codes, e.vals)

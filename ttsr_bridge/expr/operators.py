@@ -24,6 +24,7 @@ __all__ = [
     "register_operator",
     "OperatorSet",
     "USER_ID_START",
+    "UnknownOperatorError",
 ]
 
 USER_ID_START = 1000
@@ -178,13 +179,22 @@ for _op in _BUILTINS:
     _add(_op)
 
 
+class UnknownOperatorError(ValueError, KeyError):
+    """An operator name that is not registered (a ``ValueError`` for callers validating input,
+    a ``KeyError`` for lookups)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 def get_operator(name: str) -> Operator:
-    """Look an operator up by PySR name or alias; raise ``KeyError`` with the known names."""
+    """Look an operator up by PySR name or alias; raise :class:`UnknownOperatorError` with the
+    known names."""
     try:
         return BY_NAME[name]
-    except KeyError:
+    except (KeyError, TypeError):
         known = sorted(op.name for op in OPERATORS.values())
-        raise KeyError(f"unknown operator {name!r}; known operators: {known}") from None
+        raise UnknownOperatorError(f"unknown operator {name!r}; known operators: {known}") from None
 
 
 def register_operator(

@@ -29,26 +29,27 @@ import tempfile
 import time
 import traceback
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
 __all__ = [
-    "CollectError",
     "Budget",
     "CollectConfig",
-    "WorkUnit",
+    "CollectError",
     "UnitResult",
+    "WorkUnit",
+    "collect",
+    "collect_unit_pysr",
+    "collect_unit_python",
     "derive_seed",
     "parse_shard",
     "plan_units",
-    "shard_units",
-    "collect",
     "run_unit",
-    "collect_unit_python",
-    "collect_unit_pysr",
+    "shard_units",
 ]
 
 Engine = Literal["python", "pysr"]

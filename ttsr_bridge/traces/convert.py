@@ -26,24 +26,25 @@ import os
 import shutil
 import time
 import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from .reader import iter_trace
 from .records import CrossoverEvent, IterationRecord, MutateEvent, MutationEntry
 
 __all__ = [
-    "ConvertError",
+    "DATASET_SCHEMA_VERSION",
     "ConvertConfig",
+    "ConvertError",
     "ConvertReport",
     "HeldOut",
-    "DATASET_SCHEMA_VERSION",
     "canonical_mutation_name",
-    "split_of",
-    "load_heldout",
     "convert",
     "example_schema",
+    "load_heldout",
+    "split_of",
 ]
 
 DATASET_SCHEMA_VERSION = 1
@@ -71,10 +72,8 @@ _MUTATION_ALIASES: dict[str, str] = {
 def canonical_mutation_name(raw: str) -> str:
     """The SR.jl mutation name of a trace's ``mutation.type`` (PySR/SR.jl spellings mapped)."""
     name = raw.strip()
-    if name.startswith(":"):
-        name = name[1:]  # a Julia Symbol printed as a string
-    if name.startswith("weight_"):
-        name = name[len("weight_"):]
+    name = name.removeprefix(":")  # a Julia Symbol printed as a string
+    name = name.removeprefix("weight_")
     key = name.lower()
     return _MUTATION_ALIASES.get(key, _MUTATION_ALIASES.get(key.replace("_", ""), key))
 

@@ -13,9 +13,10 @@ import gzip
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator, Literal
+from typing import IO, Any, Literal
 
 from .records import (
     TRACE_SCHEMA_VERSION,
@@ -26,13 +27,13 @@ from .records import (
 )
 
 __all__ = [
-    "TraceIssue",
     "TraceFile",
+    "TraceFormatError",
+    "TraceIssue",
     "TraceReader",
     "iter_trace",
-    "read_trace",
     "loads_trace_line",
-    "TraceFormatError",
+    "read_trace",
 ]
 
 IssueKind = Literal["truncated", "bad_line", "schema_version", "missing_search"]

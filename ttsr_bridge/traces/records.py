@@ -10,22 +10,23 @@ spelling), so files of either engine read back the same.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Union
+from typing import Any, Union
 
 __all__ = [
     "TRACE_SCHEMA_VERSION",
-    "TraceFormatError",
-    "SearchRecord",
-    "MemberRecord",
-    "MutationInfo",
-    "MutateEvent",
     "CrossoverEvent",
-    "TuningEvent",
     "DeathEvent",
     "Event",
-    "MutationEntry",
     "IterationRecord",
+    "MemberRecord",
+    "MutateEvent",
+    "MutationEntry",
+    "MutationInfo",
+    "SearchRecord",
+    "TraceFormatError",
+    "TuningEvent",
     "record_from_json",
 ]
 
@@ -109,7 +110,7 @@ class SearchRecord:
     options: str
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any], where: str = "search") -> "SearchRecord":
+    def from_json(cls, obj: Mapping[str, Any], where: str = "search") -> SearchRecord:
         opts = obj.get("options", "")
         return cls(
             schema_version=_int(obj, "schema_version", where),
@@ -131,7 +132,7 @@ class MemberRecord:
     parent: int
 
     @classmethod
-    def from_json(cls, obj: Any, where: str) -> "MemberRecord":
+    def from_json(cls, obj: Any, where: str) -> MemberRecord:
         obj = _mapping(obj, where)
         return cls(
             tree=_str(obj, "tree", where),
@@ -157,7 +158,7 @@ class MutationInfo:
         return self.result == "accept"
 
     @classmethod
-    def from_json(cls, obj: Any, where: str) -> "MutationInfo":
+    def from_json(cls, obj: Any, where: str) -> MutationInfo:
         obj = _mapping(obj, where)
         t = obj.get("type", "")
         if not isinstance(t, str):
@@ -246,7 +247,7 @@ class MutationEntry:
     events: tuple[Event, ...]
 
     @classmethod
-    def from_json(cls, key: str, obj: Any, where: str) -> "MutationEntry":
+    def from_json(cls, key: str, obj: Any, where: str) -> MutationEntry:
         obj = _mapping(obj, where)
         try:
             ref = int(key)
@@ -275,7 +276,7 @@ class IterationRecord:
     mutations: Mapping[int, MutationEntry]
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any], where: str = "iteration") -> "IterationRecord":
+    def from_json(cls, obj: Mapping[str, Any], where: str = "iteration") -> IterationRecord:
         members = _list(_get(obj, "members", where), f"{where}.members")
         muts = _mapping(_get(obj, "mutations", where), f"{where}.mutations")
         return cls(

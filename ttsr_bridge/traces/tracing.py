@@ -30,22 +30,23 @@ JSON3 writer emits with ``allow_inf=true``, and what Python's :mod:`json` reads 
 from __future__ import annotations
 
 import json
-from array import array
-from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 import os
 import time
+from array import array
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 from .records import TRACE_SCHEMA_VERSION
 
 __all__ = [
     "TRACE_SCHEMA_VERSION",
-    "MutationStepTrace",
-    "TracedMember",
-    "TraceWriter",
     "IterationTrace",
+    "MutationStepTrace",
+    "TraceWriter",
+    "TracedMember",
 ]
 
 
@@ -86,7 +87,7 @@ class MutationStepTrace:
     reason: str | None = None
 
     @classmethod
-    def identity(cls) -> "MutationStepTrace":
+    def identity(cls) -> MutationStepTrace:
         """SR.jl's ``trace_identity_mutation!`` (the ``DoNothingMutation`` record)."""
         return cls("identity", "accept", "identity")
 
@@ -203,9 +204,6 @@ def _jfloat(x: float) -> str:
 
 
 _NONFINITE = {"inf": "Infinity", "-inf": "-Infinity", "nan": "NaN"}
-_INF = float("inf")
-
-
 class TraceWriter:
     """Writes one search's trace file (JSON Lines) — SR.jl's ``initialize_trace!`` + ``write_trace``.
 
@@ -228,11 +226,12 @@ class TraceWriter:
     ) -> None:
         self.path = Path(path)
         self._string_tree: Callable[[Any], str] = _FastStringTree(_load_string_tree())
-        # id(tree) -> (tree, JSON string); holding the tree keeps its id from being reused.
-        self._tree_cache: dict[int, tuple[Any, str]] = {}
-        # Many traced children are copies of their parent (rejected moves): cache by content too.
+        # Trees by content -> JSON string: many traced children are copies of their parent
+        # (rejected moves) and members are re-dumped every iteration. Content keys (int tuples,
+        # bytes) keep no tree alive and add no work for the garbage collector.
         self._content_cache: dict[tuple[tuple[int, ...], bytes], str] = {}
         self._step_cache: dict[tuple[str, str | None, str | None], str] = {}
+        self._details_cache: dict[tuple[tuple[str, Any], ...], str] = {}
         self._file = open(self.path, "w", encoding="utf-8", buffering=buffer_bytes)
         self.lines_written = 0
         self._emit(json.dumps(
@@ -246,7 +245,7 @@ class TraceWriter:
         ))
 
     # ---- context manager -------------------------------------------------------------------
-    def __enter__(self) -> "TraceWriter":
+    def __enter__(self) -> TraceWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -259,14 +258,14 @@ class TraceWriter:
     # ---- SR.jl hooks -----------------------------------------------------------------------
     def iteration_start(
         self, out: int, pop: int, iteration: int, members: Sequence[TracedMember]
-    ) -> "IterationTrace":
+    ) -> IterationTrace:
         """SR.jl ``trace_iteration_start!``: a new iteration record with ``members`` dumped now.
 
         ``out`` and ``pop`` are written as given (SR.jl's are 1-based Julia indices).
         """
         return IterationTrace(self, int(out), int(pop), int(iteration), members)
 
-    def write(self, it: "IterationTrace") -> None:
+    def write(self, it: IterationTrace) -> None:
         """SR.jl ``write_trace``: append the iteration as one JSON line."""
         self._emit(it.render())
 
@@ -279,9 +278,6 @@ class TraceWriter:
     def tree_json(self, member: TracedMember) -> str:
         """``string_tree(member.tree)`` (x1.. names) as a JSON string literal, cached."""
         tree = member.tree
-        hit = self._tree_cache.get(id(tree))
-        if hit is not None and hit[0] is tree:
-            return hit[1]
         key = (tuple(tree.codes), array("d", tree.vals).tobytes())  # bytes: -0.0 != 0.0
         s = self._content_cache.get(key)
         if s is None:
@@ -289,9 +285,6 @@ class TraceWriter:
             if len(self._content_cache) >= _TREE_CACHE_LIMIT:
                 self._content_cache.clear()
             self._content_cache[key] = s
-        if len(self._tree_cache) >= _TREE_CACHE_LIMIT:
-            self._tree_cache.clear()
-        self._tree_cache[id(tree)] = (tree, s)
         return s
 
     def tree_string(self, member: TracedMember) -> str:
@@ -311,30 +304,39 @@ class TraceWriter:
             s = self._step_cache[key] = json.dumps(step.to_json(), separators=(",", ":"))
         return s
 
+    def details_json(self, details: dict[str, Any] | MutationStepTrace) -> str:
+        """A crossover's ``details`` as JSON (``type`` defaults to SR.jl's ``subtree_crossover``)."""
+        d = details.to_json() if isinstance(details, MutationStepTrace) else dict(details)
+        d.setdefault("type", "subtree_crossover")  # SR.jl's crossover always names its kind
+        try:
+            key = tuple(sorted(d.items()))
+            s = self._details_cache.get(key)
+        except TypeError:  # unhashable values: not cached
+            return json.dumps(d, separators=(",", ":"))
+        if s is None:
+            s = self._details_cache[key] = json.dumps(d, separators=(",", ":"))
+        return s
+
     def _emit(self, line: str) -> None:
         self._file.write(line)
         self._file.write("\n")
         self.lines_written += 1
 
 
-class _Entry:
-    """One ``mutations`` value: its fixed fields (JSON text) and its events (JSON texts)."""
-
-    __slots__ = ("head", "events")
-
-    def __init__(self, head: str) -> None:
-        self.head = head
-        self.events: list[str] = []
-
-    def render(self) -> str:
-        return '{"events":[' + ",".join(self.events) + "]," + self.head + "}"
-
-
 class IterationTrace:
     """One ``iteration`` record being built (SR.jl's per-iteration ``trace`` dict)."""
 
-    __slots__ = ("_writer", "output", "population", "iteration", "started_at", "_members",
-                 "_member_fields", "mutations")
+    __slots__ = (
+        "_events",
+        "_heads",
+        "_member_fields",
+        "_members",
+        "_writer",
+        "iteration",
+        "output",
+        "population",
+        "started_at",
+    )
 
     def __init__(
         self, writer: TraceWriter, output: int, population: int, iteration: int,
@@ -348,8 +350,12 @@ class IterationTrace:
         # The population at the start: (ref, fields JSON) in order.
         self._members = [(int(m.ref), writer.member_fields(m)) for m in members]
         self._member_fields: dict[int, str] | None = None
-        # ref -> entry; keys are the members' own ref objects (ints) and render as digits
-        self.mutations: dict[int, _Entry] = {}
+        # The ``mutations`` object as text: ref -> the entry's fixed fields, and ref -> its
+        # events: "" (none), one JSON string, or a list of them once a second arrives. Mostly
+        # strings, so tracing adds little garbage-collector work; lists only for the few members
+        # with several events (a tournament winner may have hundreds: no quadratic joins).
+        self._heads: dict[int, str] = {}
+        self._events: dict[int, str | list[str]] = {}
 
     # ---- SR.jl hooks -----------------------------------------------------------------------
     def mutation_attempts(
@@ -366,7 +372,7 @@ class IterationTrace:
         kept child replaces (``None`` when the result is skipped); it gets a ``death`` event.
         """
         # Hot path (one call per mutation): one clock read, cached step JSON, inlined lookups.
-        muts = self.mutations
+        heads, events = self._heads, self._events
         entry = self._entry
         step_json = self._writer.step_json
         now = float.__repr__(time.time())
@@ -374,20 +380,23 @@ class IterationTrace:
             entry(replaced)
         for attempt_idx, (parent, child, step_trace) in enumerate(steps, start=1):
             pref = parent.ref
-            pentry = muts.get(pref)
-            if pentry is None:
+            if pref not in heads:
                 entry(parent)
-                pentry = muts[pref]
             cref = child.ref
-            if cref not in muts:
+            if cref not in heads:
                 entry(child)
-            pentry.events.append(
-                f'{{"type":"mutate","time":{now},"child":{cref},"selected":'
-                f'{"true" if attempt_idx == selected_idx else "false"},'
-                f'"mutation":{step_json(step_trace)}}}'
-            )
+            ev = (f'{{"type":"mutate","time":{now},"child":{cref},"selected":'
+                  f'{"true" if attempt_idx == selected_idx else "false"},'
+                  f'"mutation":{step_json(step_trace)}}}')
+            prev = events[pref]
+            if not prev:
+                events[pref] = ev
+            elif prev.__class__ is list:
+                prev.append(ev)
+            else:
+                events[pref] = [prev, ev]
         if replaced is not None:
-            muts[replaced.ref].events.append(f'{{"type":"death","time":{now}}}')
+            self._add_event(replaced.ref, f'{{"type":"death","time":{now}}}')
 
     def crossover(
         self,
@@ -406,20 +415,18 @@ class IterationTrace:
         """
         for m in (parent1, parent2, child1, child2, replaced1, replaced2):
             self._entry(m)
-        if isinstance(details, MutationStepTrace):
-            details = details.to_json()
         event = (
             f'{{"type":"crossover","time":{float.__repr__(time.time())},'
             f'"parent1":{int(parent1.ref)},"parent2":{int(parent2.ref)},'
             f'"child1":{int(child1.ref)},"child2":{int(child2.ref)},'
-            f'"details":{json.dumps(dict(details), separators=(",", ":"))}}}'
+            f'"details":{self._writer.details_json(details)}}}'
         )
         # SR.jl pushes the same event object on both parents.
-        self.mutations[parent1.ref].events.append(event)
-        self.mutations[parent2.ref].events.append(event)
+        self._add_event(parent1.ref, event)
+        self._add_event(parent2.ref, event)
         death = _death()
-        self.mutations[replaced1.ref].events.append(death)
-        self.mutations[replaced2.ref].events.append(death)
+        self._add_event(replaced1.ref, death)
+        self._add_event(replaced2.ref, death)
 
     def optimization(
         self, member: TracedMember, old_ref: int, new_ref: int, optimized: bool
@@ -433,18 +440,22 @@ class IterationTrace:
         self._entry(member)
         mutation_type = "simplification_and_optimization" if optimized else "simplification"
         now = float.__repr__(time.time())
-        old_entry = self.mutations.get(old_ref)
-        if old_entry is None:
-            old_entry = self.mutations[old_ref] = _Entry(self._start_fields(old_ref))
-        old_entry.events.append(f'{{"type":"tuning","time":{now},"child":{int(new_ref)},'
-                                f'"mutation":{{"type":"{mutation_type}"}}}}')
-        old_entry.events.append(f'{{"type":"death","time":{now}}}')
+        if old_ref not in self._heads:
+            self._heads[old_ref] = self._start_fields(int(old_ref))
+            self._events[old_ref] = ""
+        self._add_event(old_ref, f'{{"type":"tuning","time":{now},"child":{int(new_ref)},'
+                                 f'"mutation":{{"type":"{mutation_type}"}}}}')
+        self._add_event(old_ref, f'{{"type":"death","time":{now}}}')
 
     # ---- record ----------------------------------------------------------------------------
     def render(self) -> str:
         """The ``iteration`` record as one line of JSON (SR.jl's fields)."""
         members = ",".join("{" + f + "}" for _, f in self._members)
-        muts = ",".join(f'"{ref}":{e.render()}' for ref, e in self.mutations.items())
+        events = self._events
+        muts = ",".join(
+            f'"{ref}":{{"events":[{ev if isinstance(ev, str) else ",".join(ev)}],{head}}}'
+            for ref, head, ev in ((r, h, events[r]) for r, h in self._heads.items())
+        )
         return (
             f'{{"schema_version":{TRACE_SCHEMA_VERSION},"record_type":"iteration",'
             f'"output":{self.output},"population":{self.population},"iteration":{self.iteration},'
@@ -460,11 +471,19 @@ class IterationTrace:
     def _entry(self, m: TracedMember) -> None:
         """SR.jl ``_trace_member!``: register ``m`` in ``mutations`` once (first state wins)."""
         ref = m.ref
-        if ref not in self.mutations:
-            self.mutations[ref] = _Entry(
-                f'"tree":{self._writer.tree_json(m)},"cost":{_jfloat(m.cost)},'
-                f'"loss":{_jfloat(m.loss)},"parent":{int(m.parent)}'
-            )
+        if ref not in self._heads:
+            self._heads[ref] = (f'"tree":{self._writer.tree_json(m)},"cost":{_jfloat(m.cost)},'
+                                f'"loss":{_jfloat(m.loss)},"parent":{int(m.parent)}')
+            self._events[ref] = ""
+
+    def _add_event(self, ref: int, event: str) -> None:
+        prev = self._events[ref]
+        if not prev:
+            self._events[ref] = event
+        elif isinstance(prev, list):
+            prev.append(event)
+        else:
+            self._events[ref] = [prev, event]
 
     def _start_fields(self, ref: int) -> str:
         """Fields of a member known only from the iteration's start (SR.jl copies its dump)."""

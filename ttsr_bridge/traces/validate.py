@@ -17,7 +17,7 @@ from typing import Any
 
 from .reader import _open_text, loads_trace_line
 
-__all__ = ["schema_path", "load_schema", "ValidationReport", "validate_file", "check_iteration_refs"]
+__all__ = ["ValidationReport", "check_iteration_refs", "load_schema", "schema_path", "validate_file"]
 
 _MAX_KEPT_ERRORS = 50
 

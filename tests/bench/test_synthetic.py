@@ -56,7 +56,10 @@ def test_generate_problems_valid_distinct_and_heldout(tmp_path):
     for p in problems:
         X, y = p.sample(np.random.default_rng(1))
         assert np.all(np.isfinite(y)) and np.std(y) > 0
-        assert p.operators.names() == (cfg.binary_operators, cfg.unary_operators)
+        binary, unary = p.operators.names()
+        assert binary == cfg.binary_operators and set(unary) <= set(cfg.unary_operators)
+        # The search's operators can always express the truth.
+        assert {o.name for o in p.truth().operators_used() if o.arity == 1} <= set(unary)
     again = generate_problems(12, cfg, np.random.default_rng(0))
     assert [p.formula for p in again] == [p.formula for p in problems]  # seeded
     back = load_problem_file(dump_problem_file(problems, tmp_path / "synthetic.yaml"))
@@ -77,3 +80,12 @@ def test_config_validation():
         SyntheticConfig(nfeatures=(3, 1))
     with pytest.raises(KeyError):
         SyntheticConfig(unary_operators=("nope",))
+
+
+def test_operator_subsets_vary_and_can_be_disabled():
+    cfg = SyntheticConfig(nfeatures=(1, 2), complexity=(3, 9))
+    sets = {p.operators.names()[1] for p in generate_problems(20, cfg, np.random.default_rng(3))}
+    assert len(sets) > 3
+    fixed = SyntheticConfig(nfeatures=(1, 2), complexity=(3, 9), operator_subsets=False)
+    assert {p.operators.names()[1] for p in generate_problems(5, fixed, np.random.default_rng(3))} == {
+        fixed.unary_operators}

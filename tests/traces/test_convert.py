@@ -168,3 +168,18 @@ def test_builtin_heldout_covers_suites() -> None:
     h = load_heldout()
     assert {"nguyen1", "nguyen12"} <= h.names and "seeds" in h.sources
     assert len(h.forms) >= 20
+
+
+def test_convert_sample_thins_deterministically(collection: Path, tmp_path: Path) -> None:
+    def rows(name: str, sample: float, seed: int = 0) -> list[tuple]:
+        cfg = ConvertConfig(inputs=(str(collection),), out=str(tmp_path / name), sample=sample, seed=seed)
+        convert(cfg, progress=False)
+        return [(r["problem"], r["mutation_detail"], tuple(r["child_codes"]))
+                for r in iter_dataset_rows(tmp_path / name)]
+
+    full = rows("full", 1.0)
+    half = rows("half", 0.5)
+    assert 0 < len(half) < len(full) and set(half) <= set(full)
+    assert rows("half_again", 0.5) == half  # same seed, same rows
+    with pytest.raises(ConvertError, match="--sample"):
+        ConvertConfig(inputs=(str(collection),), out=str(tmp_path / "bad"), sample=0.0)

@@ -69,6 +69,10 @@ class SyntheticConfig:
     max_abs_y: float = 1e6
     require_all_features: bool = True
     name_prefix: str = "synthetic"
+    # Give each problem its own search operator set: all binary operators, the unary operators
+    # its formula uses, and each other unary operator with probability 1/2. A proposer trained
+    # on such problems sees many operator sets in its context, as users' searches have.
+    operator_subsets: bool = True
     max_attempts_per_problem: int = 200
 
     def __post_init__(self) -> None:
@@ -248,7 +252,7 @@ def generate_problems(
         )
         problem = Problem(
             name=f"{config.name_prefix}{len(out):05d}", formula=to_infix(tree, names), variables=variables,
-            n_points=config.n_points, seed=int(rng.integers(2**31)), operators=config.operator_set,
+            n_points=config.n_points, seed=int(rng.integers(2**31)), operators=_search_operators(tree, config, rng),
             test_points=config.test_points, source="synthetic",
         )
         form = _accept(problem, config, rng, seen)
@@ -257,6 +261,15 @@ def generate_problems(
         seen.add(form)
         out.append(problem)
     return out
+
+
+def _search_operators(tree, config: SyntheticConfig, rng: np.random.Generator) -> OperatorSet:
+    """The operator set a search of this problem uses (see ``operator_subsets``)."""
+    if not config.operator_subsets:
+        return config.operator_set
+    used = {o.name for o in tree.operators_used()}
+    unary = tuple(u for u in config.unary_operators if u in used or rng.random() < 0.5)
+    return OperatorSet.from_names(config.binary_operators, unary)
 
 
 def _accept(problem: Problem, config: SyntheticConfig, rng: np.random.Generator, seen: set[str]) -> str | None:

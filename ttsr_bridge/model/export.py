@@ -1,32 +1,47 @@
 """Export a trained run to ONNX with an explicit key/value cache (``ttsr export``).
 
-Graph interface (all dynamic axes named; ``L`` = number of layers)::
+The graph is written node by node from the trained weights (not traced), so it holds only the
+operations the model needs — about 30 nodes per layer, which onnxruntime fuses further — and
+runs a tiny model's decode step in a fraction of a millisecond. Graph interface (all dynamic
+axes named; ``L`` = number of layers)::
 
-    inputs : input_ids (batch, seq) int64, attention_mask (batch, past + seq) int64,
+    inputs : input_ids (batch, seq) int64,
+             attention_mask (batch, seq, past + seq) bool — True where a query may attend a key,
              position_ids (batch, seq) int64,
              past_key_{i}, past_value_{i} (batch, heads, past, head_dim) float32, i < L
     outputs: logits (batch, seq, vocab) float32,
              present_key_{i}, present_value_{i} (batch, heads, past + seq, head_dim) float32
 
-``past`` may be 0 (first call). ``attention_mask`` may hold zeros anywhere (left padding, or
-padding between a shared prefix and a request) — those positions are never attended to.
+``past`` may be 0 (first call). The mask is per query, so the caller decides the attention
+pattern: causal with left padding, or several sequences *packed* in one row (each attends a
+shared prefix and its own tokens only), which is how the proposer avoids padding. A query
+with no allowed key gets garbage (never used). The numerics are the Llama model's (eager
+attention, fp32): logits match the torch model to ≤ 1e-4 (tests/model/test_export.py).
+
 The sidecar ``<model>.onnx.json`` (:class:`ExportSidecar` fields) carries the vocabulary, the
-tokenizer version, the model config, the context/prompt modes and the maximum lengths.
+tokenizer version, the model config, the context/prompt modes, the maximum lengths and
+``graph_version`` (:data:`GRAPH_VERSION`: the interface above).
 """
 
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ..config_io import to_mapping
 
-__all__ = ["SIDECAR_VERSION", "ExportSidecar", "KVCacheWrapper", "export_run", "io_names", "sidecar_path"]
+if TYPE_CHECKING:  # pragma: no cover
+    import onnx
 
-SIDECAR_VERSION = 1
+__all__ = ["GRAPH_VERSION", "SIDECAR_VERSION", "ExportSidecar", "KVCacheWrapper", "build_graph", "causal_mask",
+           "export_run", "io_names", "sidecar_path"]
+
+SIDECAR_VERSION = 2
+GRAPH_VERSION = 2  # 2: per-query boolean attention_mask (batch, seq, total); 1 was a traced graph with (batch, total)
 
 
 def sidecar_path(onnx_path: str | Path) -> Path:
@@ -41,11 +56,22 @@ def io_names(num_layers: int) -> tuple[list[str], list[str]]:
     return ["input_ids", "attention_mask", "position_ids", *past], ["logits", *present]
 
 
+def causal_mask(padding_mask: np.ndarray, seq: int) -> np.ndarray:
+    """The graph's per-query mask from a Hugging Face style ``(batch, past + seq)`` 0/1 padding
+    mask: query ``i`` (absolute position ``past + i``) attends unpadded keys ``j <= past + i``.
+    Returns ``(batch, seq, past + seq)`` bool."""
+    total = padding_mask.shape[1]
+    past = total - seq
+    causal = np.arange(total)[None, :] <= (past + np.arange(seq))[:, None]  # (seq, total)
+    return causal[None, :, :] & (padding_mask[:, None, :] != 0)
+
+
 @dataclass(frozen=True)
 class ExportSidecar:
     """What the proposer needs besides the graph (written as JSON next to it)."""
 
     sidecar_version: int
+    graph_version: int
     tokenizer: dict[str, Any]
     model: dict[str, Any]
     num_layers: int
@@ -61,12 +87,14 @@ class ExportSidecar:
     source_run: str
 
 
+# ---- the torch reference (parity tests) -------------------------------------------------------
 def _wrapper_class():
     import torch
     from transformers.cache_utils import DynamicCache
 
     class KVCacheWrapper(torch.nn.Module):
-        """Flattens the HF cache into explicit tensors so the graph has plain inputs/outputs."""
+        """The Hugging Face model with explicit cache tensors and a ``(batch, total)`` padding
+        mask: the reference the exported graph is checked against."""
 
         def __init__(self, model):
             super().__init__()
@@ -88,46 +116,195 @@ def _wrapper_class():
 
 
 def KVCacheWrapper(model):
-    """``torch.nn.Module`` with the exported signature (see the module docstring)."""
+    """``torch.nn.Module``: the torch model with explicit cache tensors (parity reference)."""
     return _wrapper_class()(model)
 
 
-def _example_inputs(num_layers: int, num_heads: int, head_dim: int, vocab: int):
+# ---- weights ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Weights:
+    """The Llama weights as the graph uses them: float32, ``(in, out)`` matrices."""
+
+    embed: np.ndarray  # (V, H)
+    cos: np.ndarray  # (max_positions, H): RoPE cos tiled over heads
+    sin: np.ndarray  # (max_positions, H)
+    layers: tuple[dict[str, np.ndarray], ...]  # ln1, qkv (H, 5H), o (H, H), ln2, gate_up (H, 2I), down (I, H)
+    norm: np.ndarray  # (H,)
+    lm_head: np.ndarray  # (H, V)
+    eps: float
+    num_heads: int
+    head_dim: int
+
+
+def _rotate_half_columns(w: np.ndarray, num_heads: int, head_dim: int) -> np.ndarray:
+    """``w`` (in, out) → ``w'`` with ``x @ w' == rotate_half(x @ w)`` per head: Llama's
+    ``cat(-x2, x1)``. A column permutation with signs, so exact — rotary embedding then needs
+    one matmul instead of slice/negate/concat nodes in every layer."""
+    half = head_dim // 2
+    j = np.arange(head_dim)
+    src = np.where(j < half, j + half, j - half)
+    sign = np.where(j < half, -1.0, 1.0).astype(w.dtype)
+    cols = (np.arange(num_heads)[:, None] * head_dim + src[None, :]).ravel()
+    return w[:, cols] * np.tile(sign, num_heads)[None, :]
+
+
+def _extract_weights(model) -> _Weights:
+    """Read a ``LlamaForCausalLM`` into :class:`_Weights` (scaling folded into the query)."""
     import torch
 
-    b, t, p = 2, 3, 4
-    ids = torch.randint(0, vocab, (b, t))
-    mask = torch.ones(b, p + t, dtype=torch.long)
-    pos = torch.arange(p, p + t).expand(b, t).contiguous()
-    past = [torch.zeros(b, num_heads, p, head_dim) for _ in range(2 * num_layers)]
-    return (ids, mask, pos, *past)
+    cfg = model.config
+    nh, d = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
+    if cfg.num_key_value_heads != nh or getattr(cfg, "attention_bias", False) or getattr(cfg, "mlp_bias", False):
+        raise ValueError("export supports the proposer's Llama layout only (no GQA, no biases)")
+
+    def t(x: torch.Tensor) -> np.ndarray:
+        return x.detach().to(torch.float32).cpu().numpy()
+
+    rope = model.model.rotary_emb
+    pos = torch.arange(cfg.max_position_embeddings, dtype=torch.float32)
+    freqs = pos[:, None] * rope.inv_freq.to(torch.float32)[None, :]  # as HF: position * inv_freq in fp32
+    emb = torch.cat([freqs, freqs], dim=-1)
+    cos, sin = t(emb.cos() * rope.attention_scaling), t(emb.sin() * rope.attention_scaling)
+    scaling = d ** -0.5
+    layers = []
+    for layer in model.model.layers:
+        a, m = layer.self_attn, layer.mlp
+        wq, wk, wv = t(a.q_proj.weight).T * scaling, t(a.k_proj.weight).T, t(a.v_proj.weight).T
+        qkv = np.concatenate([wq, _rotate_half_columns(wq, nh, d), wk, _rotate_half_columns(wk, nh, d), wv], axis=1)
+        layers.append({
+            "ln1": t(layer.input_layernorm.weight), "qkv": qkv, "o": t(a.o_proj.weight).T,
+            "ln2": t(layer.post_attention_layernorm.weight),
+            "gate_up": np.concatenate([t(m.gate_proj.weight).T, t(m.up_proj.weight).T], axis=1),
+            "down": t(m.down_proj.weight).T,
+        })
+    return _Weights(
+        embed=t(model.model.embed_tokens.weight), cos=np.tile(cos, (1, nh)), sin=np.tile(sin, (1, nh)),
+        layers=tuple(layers), norm=t(model.model.norm.weight), lm_head=t(model.lm_head.weight).T,
+        eps=float(cfg.rms_norm_eps), num_heads=nh, head_dim=d,
+    )
+
+
+# ---- graph ------------------------------------------------------------------------------------
+class _GraphBuilder:
+    """Accumulates nodes and initializers with unique names."""
+
+    def __init__(self, opset: int):
+        from onnx import helper, numpy_helper
+
+        self.opset = opset
+
+        self.helper, self.numpy_helper = helper, numpy_helper
+        self.nodes: list = []
+        self.initializers: list = []
+        self._n = 0
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], n_out: int = 1, *, out: str | None = None, **attrs) -> Any:
+        """Append a node; returns its output name (a list when ``n_out > 1``). ``out`` names a
+        single output (the graph's interface names)."""
+        self._n += 1
+        outs = [out] if out is not None else [f"{op_type.lower()}_{self._n}_{k}" for k in range(n_out)]
+        self.nodes.append(self.helper.make_node(op_type, inputs, outs, name=f"{op_type}_{self._n}", **attrs))
+        return outs[0] if n_out == 1 else outs
+
+    def rms_norm(self, x: str, weight: str) -> str:
+        # Same formula as LlamaRMSNorm, in the pattern onnxruntime fuses into SimplifiedLayerNormalization.
+        sq = self.op("Pow", [x, "two"])
+        if self.opset >= 18:  # axes became an input in opset 18
+            var = self.op("ReduceMean", [sq, "last_axis"], keepdims=1)
+        else:
+            var = self.op("ReduceMean", [sq], axes=[-1], keepdims=1)
+        return self.op("Mul", [self.op("Div", [x, self.op("Sqrt", [self.op("Add", [var, "eps"])])]), weight])
+
+
+def _layer(g: _GraphBuilder, x: str, i: int, w: dict[str, np.ndarray], cos: str, sin: str, bias: str,
+           hidden: int, inter: int) -> str:
+    """One decoder layer (writes ``present_key_{i}``, ``present_value_{i}``). Returns the new hidden state."""
+    h = g.rms_norm(x, g.const(f"l{i}.ln1", w["ln1"]))
+    qkv = g.op("MatMul", [h, g.const(f"l{i}.qkv", w["qkv"])])
+    q1, q2, k1, k2, v = g.op("Split", [qkv, g.const(f"l{i}.split5", np.full(5, hidden, np.int64))], n_out=5, axis=-1)
+    q = g.op("Add", [g.op("Mul", [q1, cos]), g.op("Mul", [q2, sin])])  # RoPE: x cos + rotate_half(x) sin
+    k = g.op("Add", [g.op("Mul", [k1, cos]), g.op("Mul", [k2, sin])])
+
+    def heads(t: str) -> str:  # (B, S, H) → (B, heads, S, D)
+        return g.op("Transpose", [g.op("Reshape", [t, "heads_shape"])], perm=[0, 2, 1, 3])
+
+    present_k = g.op("Concat", [f"past_key_{i}", heads(k)], axis=2, out=f"present_key_{i}")
+    present_v = g.op("Concat", [f"past_value_{i}", heads(v)], axis=2, out=f"present_value_{i}")
+    scores = g.op("MatMul", [heads(q), g.op("Transpose", [present_k], perm=[0, 1, 3, 2])])  # (B, heads, S, T)
+    probs = g.op("Softmax", [g.op("Add", [scores, bias])], axis=-1)
+    att = g.op("Transpose", [g.op("MatMul", [probs, present_v])], perm=[0, 2, 1, 3])
+    att = g.op("Reshape", [att, "hidden_shape"])
+    x = g.op("Add", [x, g.op("MatMul", [att, g.const(f"l{i}.o", w["o"])])])
+    h = g.rms_norm(x, g.const(f"l{i}.ln2", w["ln2"]))
+    gate, up = g.op("Split", [g.op("MatMul", [h, g.const(f"l{i}.gate_up", w["gate_up"])]),
+                              g.const(f"l{i}.split2", np.full(2, inter, np.int64))], n_out=2, axis=-1)
+    act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up])  # SwiGLU: silu(gate) * up
+    return g.op("Add", [x, g.op("MatMul", [act, g.const(f"l{i}.down", w["down"])])])
+
+
+def build_graph(weights: _Weights, *, opset: int = 17) -> onnx.ModelProto:
+    """The ONNX model (interface in the module docstring) computing the Llama forward pass."""
+    from onnx import TensorProto, helper
+
+    g = _GraphBuilder(opset)
+    nh, d = weights.num_heads, weights.head_dim
+    hidden, inter = nh * d, weights.layers[0]["down"].shape[0]
+    n_layers, vocab = len(weights.layers), weights.embed.shape[0]
+    g.const("two", np.array(2.0, np.float32))
+    g.const("eps", np.array(weights.eps, np.float32))
+    if opset >= 18:
+        g.const("last_axis", np.array([-1], np.int64))
+    g.const("heads_shape", np.array([0, 0, nh, d], np.int64))
+    g.const("hidden_shape", np.array([0, 0, hidden], np.int64))
+    x = g.op("Gather", [g.const("embed", weights.embed), "input_ids"], axis=0)  # (B, S, H)
+    cos = g.op("Gather", [g.const("rope_cos", weights.cos), "position_ids"], axis=0)  # (B, S, H)
+    sin = g.op("Gather", [g.const("rope_sin", weights.sin), "position_ids"], axis=0)
+    # Additive bias (B, 1, S, T), built once: 0 where allowed, float32 min (as HF) elsewhere.
+    mask4 = g.op("Unsqueeze", ["attention_mask", g.const("axis1", np.array([1], np.int64))])
+    bias = g.op("Where", [mask4, g.const("zero", np.array(0.0, np.float32)),
+                          g.const("neg_big", np.array(np.finfo(np.float32).min, np.float32))])
+    for i, w in enumerate(weights.layers):
+        x = _layer(g, x, i, w, cos, sin, bias, hidden, inter)
+    g.op("MatMul", [g.rms_norm(x, g.const("norm", weights.norm)), g.const("lm_head", weights.lm_head)], out="logits")
+    in_names, out_names = io_names(n_layers)
+    cache = ["batch", nh, "past", d]
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+              helper.make_tensor_value_info("attention_mask", TensorProto.BOOL, ["batch", "seq", "total"]),
+              helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"])]
+    inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, cache) for n in in_names[3:]]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", vocab])]
+    outputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", nh, "total", d]) for n in out_names[1:]]
+    graph = helper.make_graph(g.nodes, "ttsr_proposer", inputs, outputs, initializer=g.initializers)
+    opsets = [helper.make_opsetid("", opset)]
+    # The oldest IR version that holds this opset: runtimes older than the onnx package load it.
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="ttsr_bridge",
+                              ir_version=helper.find_min_ir_version_for(opsets))
+    import onnx
+
+    onnx.checker.check_model(model)
+    return model
 
 
 def export_run(run_dir: str | Path, out_path: str | Path, *, opset: int = 17) -> ExportSidecar:
     """Export the last checkpoint of ``run_dir`` to ``out_path`` (+ sidecar JSON)."""
-    import torch
+    import onnx
 
     from .train import last_checkpoint, load_checkpoint_model
 
+    if opset < 13:
+        raise ValueError(f"opset {opset} < 13: the graph uses Split/Unsqueeze with tensor inputs")
     run_dir, out_path = Path(run_dir), Path(out_path)
     model, cfg, tok = load_checkpoint_model(run_dir, attn_implementation="eager")
     ck = last_checkpoint(run_dir)
     mc = cfg.model
-    wrapper = KVCacheWrapper(model).eval()
-    inputs, outputs = io_names(mc.num_layers)
-    dynamic = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "total"},
-               "position_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}}
-    dynamic.update({n: {0: "batch", 2: "past"} for n in inputs[3:]})
-    dynamic.update({n: {0: "batch", 2: "total"} for n in outputs[1:]})
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer warnings about python control flow in HF code
-        torch.onnx.export(
-            wrapper, _example_inputs(mc.num_layers, mc.num_heads, mc.head_dim, tok.vocab_size), str(out_path),
-            input_names=inputs, output_names=outputs, dynamic_axes=dynamic, opset_version=opset, dynamo=False,
-        )
+    onnx.save(build_graph(_extract_weights(model), opset=opset), str(out_path))
     sidecar = ExportSidecar(
-        sidecar_version=SIDECAR_VERSION, tokenizer=tok.to_dict(), model=to_mapping(mc),
+        sidecar_version=SIDECAR_VERSION, graph_version=GRAPH_VERSION, tokenizer=tok.to_dict(), model=to_mapping(mc),
         num_layers=mc.num_layers, num_heads=mc.num_heads, head_dim=mc.head_dim, vocab_size=tok.vocab_size,
         context_mode=cfg.context_mode, prompt_mode=cfg.prompt_mode, max_prompt_len=cfg.max_prompt_len,
         max_child_len=cfg.max_child_len, max_positions=mc.max_positions,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GrammarMasks", "allowed_tokens", "sample_constant", "sample_tokens"]
+__all__ = ["GrammarMasks", "GrammarTable", "allowed_tokens", "sample_constant", "sample_tokens"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,30 @@ def allowed_tokens(masks: GrammarMasks, length: np.ndarray, need: np.ndarray, bu
     k = np.arange(len(masks.pointer_ids))
     allowed[:, masks.pointer_ids] &= k[None, :] < n_parent_consts[:, None]
     return allowed
+
+
+class GrammarTable:
+    """:func:`allowed_tokens` precomputed for every (slack, parent constants) state.
+
+    The allowed set depends on a row only through ``min(slack, 2)`` (slack = ``budget - length
+    - need``: leaves only / + unary / + binary) and ``min(n_parent_consts, n_pointers)``, so one
+    ``(3, n_pointers + 1, vocab)`` table replaces the per-step mask arithmetic of the decoding
+    loop by one gather.
+    """
+
+    def __init__(self, masks: GrammarMasks):
+        n_ptr = len(masks.pointer_ids)
+        slack = np.repeat(np.arange(3), n_ptr + 1)
+        consts = np.tile(np.arange(n_ptr + 1), 3)
+        rows = allowed_tokens(masks, np.zeros_like(slack), np.ones_like(slack), slack + 1, consts)
+        self.table = rows.reshape(3, n_ptr + 1, -1)  # (slack bin, parent constants, vocab)
+        self.n_pointers = n_ptr
+
+    def allowed(self, length: np.ndarray, need: np.ndarray, budget: np.ndarray,
+                n_parent_consts: np.ndarray) -> np.ndarray:
+        """Same result as :func:`allowed_tokens` (rows must have ``need >= 1``)."""
+        slack = np.clip(budget - length - need, 0, 2)
+        return self.table[slack, np.minimum(n_parent_consts, self.n_pointers)]
 
 
 def sample_tokens(logits: np.ndarray, allowed: np.ndarray, temperature: float, top_k: int | None,

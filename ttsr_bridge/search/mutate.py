@@ -17,6 +17,8 @@ batched call:
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
+from itertools import accumulate
 
 from ..expr.tree import Expr
 from . import mutation_functions as mf
@@ -119,72 +121,112 @@ def condition_mutation_weights(weights: list[float], parent: PopMember, opts: Se
         else:
             weights[_W_FEAT] = 0.0
         return
-    bin_codes = opts.binary_codes
-    if not any(c < 0 and c in bin_codes for c in codes):
+    # a tree of 2+ nodes has an operator at its root, so without unary operators it always
+    # has a binary node
+    if opts.nuna and not any(c < 0 and c in opts.binary_set for c in codes):
         weights[_W_SWAP] = 0.0
     nconst = codes.count(0)
-    weights[_W_CONST] *= min(8, nconst) / 8.0
+    if nconst < 8:
+        weights[_W_CONST] *= nconst / 8.0
     if opts.nfeatures <= 1:
         weights[_W_FEAT] = 0.0
     if parent.complexity >= curmaxsize:
         weights[_W_ADD] = 0.0
         weights[_W_INS] = 0.0
-    if not opts.config.should_simplify:
+    if not opts.should_simplify:
         weights[_W_SIMP] = 0.0
 
 
-def _sample(weights: list[float], rs: RandomStream) -> str:
-    total = 0.0
-    for w in weights:
-        total += w
+def _sample_index(weights: list[float], rs: RandomStream) -> int:
+    """Index of a mutation drawn proportionally to ``weights``; -1 when they sum to 0.
+    (The running sums are the sequential sums a loop would make, so the draw is exact: the
+    first index whose running sum exceeds ``r`` has a positive weight.)"""
+    cum = list(accumulate(weights))
+    total = cum[-1]
     if total <= 0:
-        return "do_nothing"
-    r = rs.random() * total
-    acc = 0.0
-    last = 0
-    for i, w in enumerate(weights):
-        if w > 0:
-            acc += w
-            last = i
-            if r < acc:
-                return ALL_MUTATIONS[i]
-    return ALL_MUTATIONS[last]
+        return -1
+    i = bisect_right(cum, rs.random() * total)
+    if i >= len(cum):  # r rounded up to the total: the last positive weight
+        i = max(k for k, w in enumerate(weights) if w > 0)
+    return i
+
+
+def _sample(weights: list[float], rs: RandomStream) -> str:
+    """Name of a mutation drawn proportionally to ``weights`` (``do_nothing`` if all are 0)."""
+    i = _sample_index(weights, rs)
+    return "do_nothing" if i < 0 else ALL_MUTATIONS[i]
+
+
+def _m_rotate(tree, plan, opts, curmaxsize, rs):
+    plan.trace_type = "rotate_tree"
+    return mf.randomly_rotate_tree(tree, rs)
+
+
+def _m_add(tree, plan, opts, curmaxsize, rs):
+    if rs.random() < 0.5:
+        plan.trace_type = "add_node:append"
+        return mf.append_random_op(tree, opts, rs)
+    plan.trace_type = "add_node:prepend"
+    return mf.prepend_random_op(tree, opts, rs)
+
+
+def _m_delete(tree, plan, opts, curmaxsize, rs):
+    plan.trace_type = "delete_node"
+    return mf.delete_random_op(tree, rs)
+
+
+def _m_operator(tree, plan, opts, curmaxsize, rs):
+    plan.trace_type = "mutate_operator"
+    return mf.mutate_operator(tree, opts, rs)
+
+
+def _m_swap(tree, plan, opts, curmaxsize, rs):
+    plan.trace_type = "swap_operands"
+    return mf.swap_operands(tree, rs)
+
+
+def _m_constant(tree, plan, opts, curmaxsize, rs):
+    plan.trace_type = "mutate_constant"
+    return mf.mutate_constant(tree, plan.temperature, opts, rs)
+
+
+def _m_feature(tree, plan, opts, curmaxsize, rs):
+    plan.trace_type = "mutate_feature"
+    return mf.mutate_feature(tree, opts.nfeatures, rs)
+
+
+def _m_insert(tree, plan, opts, curmaxsize, rs):
+    plan.trace_type = "insert_node"
+    return mf.insert_random_op(tree, opts, rs)
+
+
+def _m_randomize(tree, plan, opts, curmaxsize, rs):
+    plan.trace_type = "randomize"
+    return mf.randomize_tree(tree, curmaxsize, opts, rs)
+
+
+# ``_dispatch_mutations!``: the tree-returning mutations by name and by weight index
+_APPLY = {
+    "rotate_tree": _m_rotate,
+    "add_node": _m_add,
+    "delete_node": _m_delete,
+    "mutate_operator": _m_operator,
+    "swap_operands": _m_swap,
+    "mutate_constant": _m_constant,
+    "mutate_feature": _m_feature,
+    "insert_node": _m_insert,
+    "randomize": _m_randomize,
+}
+_APPLY_BY_INDEX = tuple(_APPLY.get(n) for n in ALL_MUTATIONS)
 
 
 def apply_mutation(choice: str, tree: Expr, plan: MutationPlan, opts: SearchOptions, curmaxsize: int,
                    rs: RandomStream) -> Expr:
     """One application of a tree-returning mutation (``_dispatch_mutations!``)."""
-    if choice == "rotate_tree":
-        plan.trace_type = choice
-        return mf.randomly_rotate_tree(tree, rs)
-    if choice == "add_node":
-        if rs.random() < 0.5:
-            plan.trace_type = "add_node:append"
-            return mf.append_random_op(tree, opts, rs)
-        plan.trace_type = "add_node:prepend"
-        return mf.prepend_random_op(tree, opts, rs)
-    if choice == "delete_node":
-        plan.trace_type = choice
-        return mf.delete_random_op(tree, rs)
-    if choice == "mutate_operator":
-        plan.trace_type = choice
-        return mf.mutate_operator(tree, opts, rs)
-    if choice == "swap_operands":
-        plan.trace_type = choice
-        return mf.swap_operands(tree, rs)
-    if choice == "mutate_constant":
-        plan.trace_type = choice
-        return mf.mutate_constant(tree, plan.temperature, opts, rs)
-    if choice == "mutate_feature":
-        plan.trace_type = choice
-        return mf.mutate_feature(tree, opts.nfeatures, rs)
-    if choice == "insert_node":
-        plan.trace_type = choice
-        return mf.insert_random_op(tree, opts, rs)
-    if choice == "randomize":
-        plan.trace_type = choice
-        return mf.randomize_tree(tree, curmaxsize, opts, rs)
-    raise ValueError(f"unknown mutation {choice!r}")
+    fn = _APPLY.get(choice)
+    if fn is None:
+        raise ValueError(f"unknown mutation {choice!r}")
+    return fn(tree, plan, opts, curmaxsize, rs)
 
 
 def plan_mutation(
@@ -206,19 +248,25 @@ def plan_mutation(
     if exclude_neural:
         weights[-1] = 0.0
     condition_mutation_weights(weights, parent, opts, curmaxsize)
-    choice = _sample(weights, rs)
+    ci = _sample_index(weights, rs)
+    choice = ALL_MUTATIONS[ci] if ci >= 0 else "do_nothing"
     plan.choice = choice
     if choice == NEURAL:
         plan.trace_type = NEURAL
         return plan  # filled in by the proposer batch
-    if choice in IMMEDIATE:
+    fn = _APPLY_BY_INDEX[ci] if ci >= 0 else None
+    if fn is None:  # simplify / do_nothing / optimize
         _immediate(plan, choice, parent, lineage, simplifier, opts)
         return plan
     tree = parent.tree
+    # check_constraints inlined: size <= curmaxsize, and depth <= maxdepth only when the
+    # size bound does not already imply it
+    unit = opts.unit_complexity
+    need_depth = opts.maxdepth < curmaxsize
     for _ in range(MAX_ATTEMPTS):
-        child = apply_mutation(choice, tree, plan, opts, curmaxsize, rs)
-        size = opts.complexity(child)
-        if opts.check_constraints(child, curmaxsize, size):
+        child = fn(tree, plan, opts, curmaxsize, rs)
+        size = len(child.codes) if unit else opts.complexity(child)
+        if size <= curmaxsize and not (need_depth and child.depth() > opts.maxdepth):
             plan.tree = child
             plan.size = size
             return plan

@@ -31,16 +31,21 @@ __all__ = [
     "swap_operands",
 ]
 
-# arity of each negative code, looked up without attribute access in the hot loops
-_ARITY: dict[int, int] = {}
+class _ArityTable(dict):
+    """negative code -> arity, filled on first use (operators may be registered late); a plain
+    dict subscript is the cheapest lookup in the hot loops."""
+
+    def __missing__(self, code: int) -> int:
+        a = OPERATORS[-code].arity
+        self[code] = a
+        return a
+
+
+_AR = _ArityTable()
 
 
 def _arity(code: int) -> int:
-    a = _ARITY.get(code)
-    if a is None:
-        a = OPERATORS[-code].arity
-        _ARITY[code] = a
-    return a
+    return _AR[code]
 
 
 def _new(codes: list[int], vals: list[float]) -> Expr:
@@ -52,12 +57,16 @@ def _new(codes: list[int], vals: list[float]) -> Expr:
 
 def _end(codes: list[int], i: int) -> int:
     """subtree_end with the arity cache (hot path)."""
+    c = codes[i]
+    if c >= 0:
+        return i + 1
+    ar = _AR
     need = 1
     j = i
     while need:
         c = codes[j]
         if c < 0:
-            need += _arity(c) - 1
+            need += ar[c] - 1
         else:
             need -= 1
         j += 1
@@ -285,38 +294,20 @@ def randomize_tree(tree: Expr, curmaxsize: int, opts: SearchOptions, rs: RandomS
 # ---- rotation and crossover --------------------------------------------------------------------------
 def _children(codes: list[int], i: int) -> list[tuple[int, int]]:
     """``(start, end)`` of each child of operator ``i``."""
-    out = []
     j = i + 1
-    for _ in range(_arity(codes[i])):
-        e = _end(codes, j)
-        out.append((j, e))
-        j = e
-    return out
+    e = _end(codes, j)
+    if _AR[codes[i]] == 1:
+        return [(j, e)]
+    return [(j, e), (e, _end(codes, e))]
 
 
-def _structure(codes: list[int]) -> tuple[list[int], list[tuple[int, ...] | None]]:
-    """One reverse pass: subtree end of every node and the child indices of every operator."""
-    n = len(codes)
-    ends = [0] * n
-    kids: list[tuple[int, ...] | None] = [None] * n
-    stack: list[int] = []
-    pop = stack.pop
-    push = stack.append
-    for i in range(n - 1, -1, -1):
-        c = codes[i]
-        if c >= 0:
-            ends[i] = i + 1
-        elif _arity(c) == 1:
-            ch = pop()
-            ends[i] = ends[ch]
-            kids[i] = (ch,)
-        else:
-            left = pop()
-            right = pop()
-            ends[i] = ends[right]
-            kids[i] = (left, right)
-        push(i)
-    return ends, kids
+def _rotation_roots(codes: list[int]) -> list[int]:
+    """Operator nodes with at least one operator child, in prefix order. In prefix order the
+    first child of node ``i`` starts at ``i + 1``; when that child is a leaf, the second child
+    (if any) starts at ``i + 2``, so no subtree ends are needed."""
+    ar = _AR
+    n1 = len(codes) - 1
+    return [i for i in range(n1) if codes[i] < 0 and (codes[i + 1] < 0 or (ar[codes[i]] == 2 and codes[i + 2] < 0))]
 
 
 def randomly_rotate_tree(tree: Expr, rs: RandomStream) -> Expr:
@@ -326,38 +317,41 @@ def randomly_rotate_tree(tree: Expr, rs: RandomStream) -> Expr:
     pivot the subtree's root, the old root the pivot's child and the grandchild the old root's
     child (a generalised tree rotation)."""
     codes, vals = tree.codes, tree.vals
-    ends, kids = _structure(codes)
-    valid = [i for i, k in enumerate(kids) if k is not None and any(codes[j] < 0 for j in k)]
+    valid = _rotation_roots(codes)
     if not valid:
         return tree
     r = valid[rs.randint(len(valid))]
-    rch = kids[r]
-    pivots = [k for k, j in enumerate(rch) if codes[j] < 0]
-    pk = pivots[rs.randint(len(pivots))]
-    ps = rch[pk]
-    pch = kids[ps]
-    gk = rs.randint(len(pch))
-    gs = pch[gk]
-    ge = ends[gs]
-    # new root = old root with its pivot child replaced by the grandchild
-    nr_c = [codes[r]]
-    nr_v = [0.0]
-    for k, s in enumerate(rch):
-        s2, e2 = (gs, ge) if k == pk else (s, ends[s])
-        nr_c += codes[s2:e2]
-        nr_v += vals[s2:e2]
-    # new subtree = pivot with its grandchild replaced by the new root
-    np_c = [codes[ps]]
-    np_v = [0.0]
-    for k, s in enumerate(pch):
-        if k == gk:
-            np_c += nr_c
-            np_v += nr_v
+    ar = _AR
+    # the root's children [s0, e0) and [e0, re) (binary) or [s0, re) (unary)
+    s0 = r + 1
+    e0 = _end(codes, s0)
+    if ar[codes[r]] == 1:
+        rs.randint(1)  # the pivot is drawn among the operator children even when there is one
+        ps, pe, re = s0, e0, e0
+    else:
+        re = _end(codes, e0)
+        if codes[s0] < 0 and codes[e0] < 0:
+            first = rs.randint(2) == 0
         else:
-            np_c += codes[s:ends[s]]
-            np_v += vals[s:ends[s]]
-    re = ends[r]
-    return _new(codes[:r] + np_c + codes[re:], vals[:r] + np_v + vals[re:])
+            rs.randint(1)
+            first = codes[s0] < 0
+        ps, pe = (s0, e0) if first else (e0, re)
+    # the pivot's children; the grandchild is [gs, ge)
+    q0 = ps + 1
+    if ar[codes[ps]] == 1:
+        rs.randint(1)
+        gs, ge = q0, pe
+    else:
+        q1 = _end(codes, q0)
+        gs, ge = (q0, q1) if rs.randint(2) == 0 else (q1, pe)
+    # pivot, its children before the grandchild, [old root, its children with the pivot
+    # replaced by the grandchild], the pivot's children after the grandchild
+    return _new(
+        codes[:r] + [codes[ps]] + codes[q0:gs] + [codes[r]] + codes[s0:ps] + codes[gs:ge] + codes[pe:re]
+        + codes[ge:pe] + codes[re:],
+        vals[:r] + [0.0] + vals[q0:gs] + [0.0] + vals[s0:ps] + vals[gs:ge] + vals[pe:re] + vals[ge:pe]
+        + vals[re:],
+    )
 
 
 def crossover_trees(tree1: Expr, tree2: Expr, rs: RandomStream) -> tuple[Expr, Expr]:

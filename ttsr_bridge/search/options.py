@@ -21,6 +21,7 @@ class SearchOptions:
     __slots__ = (
         "_cx_table",
         "binary_codes",
+        "binary_set",
         "config",
         "constant_set",
         "maxdepth",
@@ -30,7 +31,9 @@ class SearchOptions:
         "nuna",
         "perturbation_factor",
         "probability_negate_constant",
+        "should_simplify",
         "unary_codes",
+        "unit_complexity",
     )
 
     def __init__(self, config: SearchConfig, nfeatures: int):
@@ -41,6 +44,7 @@ class SearchOptions:
         ops = config.operator_set
         self.binary_codes: list[int] = [-o.id for o in ops.binary]
         self.unary_codes: list[int] = [-o.id for o in ops.unary]
+        self.binary_set: frozenset[int] = frozenset(self.binary_codes)
         self.nbin = len(self.binary_codes)
         self.nuna = len(self.unary_codes)
         self.maxsize = config.maxsize
@@ -49,6 +53,9 @@ class SearchOptions:
         self.perturbation_factor = config.perturbation_factor
         self.probability_negate_constant = config.probability_negate_constant
         self._cx_table = self._build_complexity_table(config)
+        # True when every node counts 1, so that complexity(expr) == len(expr)
+        self.unit_complexity: bool = self._cx_table is None
+        self.should_simplify: bool = bool(config.should_simplify)
 
     @staticmethod
     def _build_complexity_table(config: SearchConfig) -> dict[int, int] | None:
@@ -70,10 +77,6 @@ class SearchOptions:
             return len(expr.codes)
         cv = self.config.complexity_of_variables
         return sum(cv if c > 0 else t.get(c, 1) for c in expr.codes)
-
-    @property
-    def unit_complexity(self) -> bool:
-        return self._cx_table is None
 
     def check_constraints(self, expr: Expr, curmaxsize: int, size: int | None = None) -> bool:
         """SR.jl's ``check_constraints``: complexity <= curmaxsize and depth <= maxdepth

@@ -71,9 +71,14 @@ def loss_to_cost(loss: float, baseline: float, use_baseline: bool, complexity: i
 
 class Population:
     """``members`` plus NumPy rows ``cost``, ``birth``, ``complexity`` kept in sync by
-    :meth:`set` (always replace members through it)."""
+    :meth:`set` (always replace members through it).
 
-    __slots__ = ("birth", "complexity", "cost", "members")
+    The slots are also kept in ascending ``(birth, slot)`` order (an insertion-ordered dict),
+    so that "the oldest member" (``argmin`` of births, first slot on ties) is O(1): a member
+    set with a birth newer than every other one moves its slot to the end; anything else
+    (older births, copies) marks the order stale and the next query rebuilds it."""
+
+    __slots__ = ("_maxbirth", "_order", "birth", "complexity", "cost", "members")
 
     def __init__(self, members: Sequence[PopMember], rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
         self.members: list[PopMember] = list(members)
@@ -85,6 +90,8 @@ class Population:
         self.cost, self.birth, self.complexity = rows
         for i, m in enumerate(self.members):
             self._mirror(i, m)
+        self._order: dict[int, None] | None = None
+        self._maxbirth = max(m.birth for m in self.members)
 
     @property
     def n(self) -> int:
@@ -97,8 +104,31 @@ class Population:
         self.complexity[i] = m.complexity
 
     def set(self, i: int, member: PopMember) -> None:
+        old_birth = self.members[i].birth
         self.members[i] = member
-        self._mirror(i, member)
+        c = member.cost
+        self.cost[i] = c if c == c else math.inf
+        self.complexity[i] = member.complexity
+        b = member.birth
+        if b == old_birth:
+            return
+        self.birth[i] = b
+        order = self._order
+        if b > self._maxbirth:
+            self._maxbirth = b
+            if order is not None:
+                del order[i]
+                order[i] = None
+        else:
+            self._order = None
+
+    def _ordered(self) -> dict[int, None]:
+        order = self._order
+        if order is None:
+            births = [m.birth for m in self.members]
+            order = dict.fromkeys(sorted(range(len(births)), key=births.__getitem__))  # stable: slot ties
+            self._order = order
+        return order
 
     def rebind(self, cost: np.ndarray, birth: np.ndarray, complexity: np.ndarray) -> None:
         """Move the mirrored rows into the given arrays (views into lockstep matrices)."""
@@ -109,14 +139,16 @@ class Population:
 
     def oldest(self) -> int:
         """Index of the member with the smallest birth (``argmin_fast`` of births)."""
-        return int(np.argmin(self.birth))
+        return next(iter(self._ordered()))
 
     def oldest_two(self) -> tuple[int, int]:
         """The two oldest members (second excludes the first), as crossover replacement."""
-        o1 = int(np.argmin(self.birth))
-        b = self.birth.copy()
-        b[o1] = np.iinfo(np.int64).max
-        return o1, int(np.argmin(b))
+        if len(self.members) < 2:
+            o = self.oldest()
+            return o, o
+        it = iter(self._ordered())
+        o1 = next(it)
+        return o1, next(it)
 
     def best_sub_pop(self, topn: int) -> list[PopMember]:
         """SR.jl's ``best_sub_pop``: the ``topn`` lowest-cost members (stable order)."""

@@ -20,6 +20,7 @@ from .mutate import (
     NEURAL,
     CrossoverPlan,
     MutationPlan,
+    annealing_probability,
     finish_crossover,
     finish_mutation,
     plan_crossover,
@@ -45,17 +46,18 @@ def reg_evol_cycle(state: SearchState, temperature: float, replaced: list[set[in
 
 def _oldest(state: SearchState, pop: Population) -> int:
     if not state.config.basic_elitism:
-        return int(np.argmin(pop.birth))
+        return pop.oldest()
     b = pop.birth.copy()
     b[int(np.argmin(pop.cost))] = np.iinfo(np.int64).max  # BasicSR keeps its best member
     return int(np.argmin(b))
 
 
 def _oldest_two(state: SearchState, pop: Population) -> tuple[int, int]:
+    if not state.config.basic_elitism:
+        return pop.oldest_two()
     b = pop.birth.copy()
     big = np.iinfo(np.int64).max
-    if state.config.basic_elitism:
-        b[int(np.argmin(pop.cost))] = big
+    b[int(np.argmin(pop.cost))] = big
     o1 = int(np.argmin(b))
     b[o1] = big
     return o1, int(np.argmin(b))
@@ -196,37 +198,86 @@ def _finish_mutations(state: SearchState, plans: list[MutationPlan], losses: lis
     traces = state.iteration_traces if state.tracer is not None else None
     if traces is not None:
         from ..traces.tracing import MutationStepTrace
+    use_freq = cfg.use_frequency
+    fast = _Acceptance(state)
     outcomes = []
     li = 0
+    pops = state.populations
     for plan in plans:
         if plan.immediate is not None:
             baby, accepted = plan.immediate, True
             result, reason = ("accept", "identity") if plan.trace_type == "identity" else (None, None)
+        elif plan.tree is not None and not plan.failed:
+            loss = losses[li]
+            li += 1
+            baby, accepted, result, reason = fast.accept(plan, loss, state.freq_lists[plan.pop] if use_freq else None)
         else:
-            loss = math.nan
-            if plan.tree is not None:
-                loss = losses[li]
-                li += 1
-            freqs = state.freq_lists[plan.pop] if cfg.use_frequency else None
+            freqs = state.freq_lists[plan.pop] if use_freq else None
             baby, accepted, result, reason = finish_mutation(
-                plan, loss, freqs, opts, rs, lin, state.baseline, state.use_baseline)
+                plan, math.nan, freqs, opts, rs, lin, state.baseline, state.use_baseline)
         if plan.request is not None:
             outcomes.append(_outcome(state, plan, accepted))
-        pop = state.populations[plan.pop]
-        should_replace = accepted or not skip
-        oldest = _oldest(state, pop) if should_replace else -1
+        if not (accepted or not skip):
+            if traces is not None:
+                traces[plan.pop].mutation_attempts(
+                    [(plan.parent, baby, MutationStepTrace(plan.trace_type, result, reason))], None, 1)
+            continue
+        pop = pops[plan.pop]
+        oldest = _oldest(state, pop)
         if traces is not None:
             traces[plan.pop].mutation_attempts(
                 [(plan.parent, baby, MutationStepTrace(plan.trace_type, result, reason))],
-                pop.members[oldest] if should_replace else None, 1)
-        if should_replace:
-            pop.set(oldest, baby)
-            replaced[plan.pop].add(oldest)
+                pop.members[oldest], 1)
+        pop.set(oldest, baby)
+        replaced[plan.pop].add(oldest)
     if outcomes:
         from ..propose.protocol import report_feedback
 
         report_feedback(state.proposer, outcomes)
     return li
+
+
+class _Acceptance:
+    """:func:`~.mutate.finish_mutation` for an evaluated child, with the per-search constants
+    hoisted (the hot path of every lockstep step). Same draws, same decisions."""
+
+    __slots__ = ("alpha", "annealing", "lin", "ms", "norm", "parsimony", "rs")
+
+    def __init__(self, state: SearchState):
+        cfg = state.config
+        self.rs = state.rs
+        self.lin = state.lineage
+        self.annealing = cfg.annealing
+        self.alpha = cfg.alpha
+        self.parsimony = cfg.parsimony
+        self.ms = state.opts.maxsize
+        b = state.baseline
+        self.norm = b if (state.use_baseline and b >= 0.01) else 0.01  # loss_to_cost's divisor
+
+    def accept(self, plan: MutationPlan, after_loss: float, freqs: list[float] | None):
+        parent = plan.parent
+        size = plan.size
+        after_cost = after_loss / self.norm + size * self.parsimony
+        plan.loss = after_loss
+        plan.cost = after_cost
+        lin = self.lin
+        if after_cost != after_cost:
+            return (PopMember(parent.tree, parent.cost, parent.loss, lin.birth(), parent.complexity,
+                              lin.ref(), parent.ref), False, "reject", "nan_loss")
+        prob = 1.0
+        if self.annealing:
+            prob *= annealing_probability(after_cost, parent.cost, plan.temperature, self.alpha)
+        if freqs is not None:
+            ms = self.ms
+            old = parent.complexity
+            old_f = freqs[old] if 0 < old <= ms else 1e-6
+            new_f = freqs[size] if 0 < size <= ms else 1e-6
+            prob *= old_f / new_f
+        if prob < self.rs.random():
+            return (PopMember(parent.tree, parent.cost, parent.loss, lin.birth(), parent.complexity,
+                              lin.ref(), parent.ref), False, "reject", "annealing_or_frequency")
+        return (PopMember(plan.tree, after_cost, after_loss, lin.birth(), size, lin.ref(), parent.ref),
+                True, "accept", "pass")
 
 
 def _outcome(state: SearchState, plan: MutationPlan, accepted: bool):

@@ -10,6 +10,7 @@ proportional to ``p (1 - p)^i``. :func:`best_of_sample_batch` runs one tournamen
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from .adaptive_parsimony import RunningSearchStatistics
 from .config import SearchConfig
@@ -35,10 +36,71 @@ def frequency_penalty(stats: RunningSearchStatistics, config: SearchConfig, widt
     return out
 
 
+@njit(cache=True)
+def _tournament_kernel(cost, complexity, penalty, rows, n, cum_weights, keys, u, use_penalty, out):
+    """Compiled tournaments. Per row: a uniform ordered ``n``-sample without replacement
+    (partial Fisher-Yates driven by ``keys[t, :n]``; all members in slot order when
+    ``n >= S``), the rank ``searchsorted(cum_weights, u * total, "right")`` (clipped), and the
+    member of that rank in the stable order of penalised costs (NaN last, as Julia's sort),
+    found by repeated minimum (the rank is almost always 0)."""
+    k = rows.shape[0]
+    S = cost.shape[1]
+    W = penalty.shape[1]
+    total = cum_weights[-1]
+    m = n if n < S else S
+    perm = np.empty(S, dtype=np.int64)
+    adj = np.empty(S)
+    used = np.empty(S, dtype=np.bool_)
+    for t in range(k):
+        row = rows[t]
+        for j in range(S):
+            perm[j] = j
+        if n < S:
+            key = keys[t]
+            for i in range(m):
+                j = i + int(key[i] * (S - i))
+                if j >= S:
+                    j = S - 1
+                tmp = perm[i]
+                perm[i] = perm[j]
+                perm[j] = tmp
+        for i in range(m):
+            col = perm[i]
+            a = cost[row, col]
+            if use_penalty:
+                cx = complexity[row, col]
+                if cx > W - 1:
+                    cx = W - 1
+                a = a * penalty[row, cx]  # 0 * inf -> NaN, sorted last
+            adj[i] = a
+            used[i] = False
+        x = u[t] * total
+        rank = 0
+        while rank < cum_weights.shape[0] and cum_weights[rank] <= x:
+            rank += 1
+        if rank > m - 1:
+            rank = m - 1
+        pick = 0
+        for _r in range(rank + 1):
+            pick = -1
+            for i in range(m):
+                if used[i]:
+                    continue
+                if pick < 0:
+                    pick = i
+                    continue
+                va = adj[i]
+                vb = adj[pick]
+                if va < vb or (vb != vb and va == va):
+                    pick = i
+            used[pick] = True
+        out[t] = perm[pick]
+
+
 def best_of_sample_batch(
     cost: np.ndarray,
     complexity: np.ndarray,
-    penalty: np.ndarray,
+    penalty: np.ndarray | None,
     rows: np.ndarray,
     n: int,
     cum_weights: np.ndarray,
@@ -47,26 +109,20 @@ def best_of_sample_batch(
     """Winners (column index) of one tournament in each population ``rows[k]``.
 
     ``cost``/``complexity``: ``(P, S)``; ``penalty``: ``(P, W)`` frequency multipliers indexed
-    by complexity (clipped to ``W-1``); ``cum_weights``: cumulative rank probabilities."""
+    by complexity (clipped to ``W-1``), or None; ``cum_weights``: cumulative rank
+    probabilities. Draws ``(k, n)`` uniforms (the samples, when ``n < S``) then ``k`` uniforms
+    (the ranks) from ``gen``; the selection itself is one compiled call."""
     k = len(rows)
     S = cost.shape[1]
-    keys = gen.random((k, S))
-    if n < S:
-        sample = np.argpartition(keys, n - 1, axis=1)[:, :n]  # a uniform n-subset per row
-    else:
-        sample = np.broadcast_to(np.arange(S), (k, S))
-    r = rows[:, None]
-    adj = cost[r, sample]
-    if penalty is not None:
-        cx = np.minimum(complexity[r, sample], penalty.shape[1] - 1)
-        # 0 * inf (a perfect fit at an over-represented size) is NaN, sorted last as in Julia.
-        with np.errstate(invalid="ignore", over="ignore"):
-            adj = adj * penalty[r, cx]
-    rank = np.searchsorted(cum_weights, gen.random(k) * cum_weights[-1], side="right")
-    rank = np.minimum(rank, n - 1)
-    order = np.argsort(adj, axis=1, kind="stable")
-    ar = np.arange(k)
-    return sample[ar, order[ar, rank]]
+    n = int(n)
+    keys = gen.random((k, n)) if n < S else np.empty((k, 0))
+    u = gen.random(k)
+    out = np.empty(k, dtype=np.int64)
+    use_penalty = penalty is not None
+    pen = penalty if use_penalty else np.ones((1, 1))
+    _tournament_kernel(cost, complexity, pen, np.asarray(rows, dtype=np.int64), n,
+                       cum_weights, keys, u, use_penalty, out)
+    return out
 
 
 def best_of_sample(

@@ -95,6 +95,10 @@ class ConvertConfig:
     heldout_files: tuple[str, ...] = ()
     rows_per_shard: int = 100_000
     overwrite: bool = False
+    # Keep this fraction of the moves (after --filter), drawn per trace file from a seeded RNG,
+    # so long searches can be thinned deterministically.
+    sample: float = 1.0
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in ("mutation", "population"):
@@ -107,6 +111,8 @@ class ConvertConfig:
             raise ConvertError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if self.rows_per_shard < 1:
             raise ConvertError("rows_per_shard must be >= 1")
+        if not 0.0 < self.sample <= 1.0:
+            raise ConvertError(f"--sample must be in (0, 1], got {self.sample}")
 
 
 def split_of(problem: str, val_fraction: float) -> str:
@@ -285,6 +291,7 @@ class _Counts:
     iterations: int = 0
     rows: int = 0
     filtered: int = 0
+    sampled_out: int = 0
     unparsable_trees: int = 0
     missing_children: int = 0
     skipped_lines: int = 0
@@ -420,6 +427,13 @@ def _rows_of_unit(unit: _Unit, split: str, cfg: ConvertConfig, counts: _Counts) 
 
     shared = _unit_columns(unit, split, cfg.context)
     trees = _TreeCache()
+    thin = None
+    if cfg.sample < 1.0:
+        import zlib
+
+        import numpy as np
+
+        thin = np.random.default_rng([cfg.seed, zlib.crc32(str(unit.trace.name).encode())])
     reader = iter_trace(unit.trace)
     for it in reader:
         if not isinstance(it, IterationRecord):
@@ -434,6 +448,9 @@ def _rows_of_unit(unit: _Unit, split: str, cfg: ConvertConfig, counts: _Counts) 
             improved = child.loss < parent.loss
             if not _keep(cfg.filter, accepted, improved):
                 counts.filtered += 1
+                continue
+            if thin is not None and thin.random() >= cfg.sample:
+                counts.sampled_out += 1
                 continue
             p, c = trees.get(parent.tree), trees.get(child.tree)
             if p is None or c is None:
@@ -530,7 +547,7 @@ def _write_dataset_json(cfg: ConvertConfig, report: ConvertReport, heldout: Held
         "schema_version": DATASET_SCHEMA_VERSION,
         "created_at": time.time(),
         "mode": cfg.mode, "context": cfg.context, "filter": cfg.filter,
-        "val_fraction": cfg.val_fraction,
+        "val_fraction": cfg.val_fraction, "sample": cfg.sample, "seed": cfg.seed,
         "sources": [str(Path(d).resolve()) for d in cfg.inputs],
         "shards": report.shards, "rows": report.rows,
         "columns": list(example_schema(cfg.mode, cfg.context).names),

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fraction of problems (not rows) in the val split")
     parser.add_argument("--heldout", action="append", default=[], metavar="FILE",
                         help="extra held-out problems: a problem file, or a text file of names")
+    parser.add_argument("--sample", type=float, default=1.0, metavar="F",
+                        help="keep this fraction of the moves (deterministic per trace file; default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     parser.add_argument("--rows-per-shard", type=int, default=100_000, metavar="N")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     parser.add_argument("--no-progress", action="store_true")
@@ -38,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
             inputs=tuple(args.inputs), out=args.out, mode=args.mode, context=args.context,
             filter=args.filter, val_fraction=args.val_fraction, heldout_files=tuple(args.heldout),
             rows_per_shard=args.rows_per_shard, overwrite=args.overwrite,
+            sample=args.sample, seed=args.seed,
         )
         report = convert(cfg, progress=not args.no_progress)
     except ConvertError as e:

@@ -23,14 +23,16 @@ _MAX_KEPT_ERRORS = 50
 
 
 def schema_path() -> Path:
-    """Where the schema lives: ``traces/schema/trace_v1.schema.json`` beside the package."""
-    p = Path(__file__).resolve().parents[2] / "traces" / "schema" / "trace_v1.schema.json"
-    if not p.is_file():
-        raise FileNotFoundError(
-            f"trace schema not found at {p} (the schema ships with the source tree, "
-            "not the installed package)"
-        )
-    return p
+    """Where the schema lives: ``traces/schema/trace_v1.schema.json`` in the source tree, shipped
+    in wheels as ``ttsr_bridge/data/trace_v1.schema.json`` (a link to it in the checkout)."""
+    candidates = (
+        Path(__file__).resolve().parents[1] / "data" / "trace_v1.schema.json",
+        Path(__file__).resolve().parents[2] / "traces" / "schema" / "trace_v1.schema.json",
+    )
+    for p in candidates:
+        if p.is_file():
+            return p
+    raise FileNotFoundError(f"trace schema not found at any of {[str(c) for c in candidates]}")
 
 
 @lru_cache(maxsize=1)

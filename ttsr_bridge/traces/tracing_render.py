@@ -1,0 +1,331 @@
+"""Rendering of compact trace events into SR.jl v1 trace lines (JSON text).
+
+:mod:`.tracing` records each traced event on the search's hot path as a small tuple of plain
+values (refs, the ``codes`` / ``vals`` lists of an immutable :class:`~ttsr_bridge.expr.tree.Expr`,
+floats, strings) and hands one *iteration batch* per ``write_trace`` to a :class:`TraceRenderer`,
+which prints the trees and builds the JSON line — usually in a separate writer process
+(:mod:`.tracing_process`), so the search never pays for printing or encoding.
+
+Iteration batch (a tuple; every value is a plain ``int`` / ``float`` / ``bool`` / ``str`` /
+``None`` / ``list`` / ``tuple``, so it travels through :mod:`marshal`):
+
+``(output, population, iteration, started_at, members, ops)``
+
+* ``members``: the population at the start, one ``(ref, codes, vals, loss, cost, complexity,
+  birth, parent)`` per member, in order;
+* ``ops``: the iteration's events in call order, each a tuple whose first item is its tag:
+
+  - ``(OP_ENTRY, ref, codes, vals, cost, loss, parent)``: register ``ref`` in ``mutations``
+    (sent once per ref and iteration: SR.jl's first state wins);
+  - ``(OP_START_ENTRY, ref)``: register ``ref`` with its fields from ``members``;
+  - ``(OP_MUTATE, parent_ref, child_ref, selected, time, type, result, reason)``;
+  - ``(OP_DEATH, ref, time)``;
+  - ``(OP_CROSSOVER, parent1, parent2, child1, child2, time, details_json, dead1, dead2)``;
+  - ``(OP_TUNING, old_ref, new_ref, time, optimized)`` (a ``tuning`` then a ``death`` event).
+
+The output is byte-for-byte what the in-process writer produced before the split: floats as
+Python's ``repr`` (non-finite as SR.jl's JSON3 ``Infinity`` / ``-Infinity`` / ``NaN``), trees
+as :func:`ttsr_bridge.expr.printer.string_tree` (``x1..``, Julia floats), JSON-escaped ASCII.
+"""
+
+from __future__ import annotations
+
+import json
+from array import array
+from collections.abc import Callable, Sequence
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from typing import Any
+
+from .records import TRACE_SCHEMA_VERSION
+
+__all__ = [
+    "OP_CROSSOVER",
+    "OP_DEATH",
+    "OP_ENTRY",
+    "OP_MUTATE",
+    "OP_START_ENTRY",
+    "OP_TUNING",
+    "TraceRenderer",
+    "jfloat",
+    "render_search_line",
+    "step_to_json",
+]
+
+OP_ENTRY = 0
+OP_START_ENTRY = 1
+OP_MUTATE = 2
+OP_DEATH = 3
+OP_CROSSOVER = 4
+OP_TUNING = 5
+
+# The tree-string cache is cleared when it grows past this many trees; a population's members
+# are re-printed at most once after a clear, so the bound only costs a little throughput.
+_TREE_CACHE_LIMIT = 200_000
+
+_NONFINITE = {"inf": "Infinity", "-inf": "-Infinity", "nan": "NaN"}
+_float_repr = float.__repr__
+
+
+def jfloat(x: float) -> str:
+    """A float as JSON text; non-finite as SR.jl's JSON3 (``allow_inf``) writes them."""
+    r = _float_repr(float(x))
+    return _NONFINITE.get(r, r)
+
+
+def step_to_json(type_: str, result: str | None, reason: str | None) -> str:
+    """A mutation's ``{"type", "result", "reason"}`` object (unset fields omitted, as SR.jl)."""
+    d = {"type": type_}
+    if result is not None:
+        d["result"] = result
+    if reason is not None:
+        d["reason"] = reason
+    return json.dumps(d, separators=(",", ":"))
+
+
+def render_search_line(options: str, started_at: float) -> str:
+    """The first line of a trace: the ``search`` record."""
+    return json.dumps(
+        {
+            "schema_version": TRACE_SCHEMA_VERSION,
+            "record_type": "search",
+            "started_at": started_at,
+            "options": str(options),
+        },
+        separators=(",", ":"),
+    )
+
+
+def _load_string_tree() -> Callable[..., str]:
+    # Imported on first use: the printer is an independent module and a search that does not
+    # trace must not depend on it.
+    from ..expr.printer import string_tree
+
+    return string_tree
+
+
+class _FastStringTree:
+    """``string_tree(expr)`` (x1.. names, Julia floats) with the same output, several times faster.
+
+    Tracing prints one tree per traced child, which made printing the dominant cost of a traced
+    search. This printer keeps the exact output of :func:`ttsr_bridge.expr.printer.string_tree`
+    by learning each operator's form *from* ``string_tree`` (printing ``op(x1, x2)`` once), and
+    memoises constant strings; any operator whose form it cannot reproduce is printed by
+    ``string_tree`` itself (the whole tree). A test checks equality on random trees.
+    """
+
+    _CONST_MEMO_LIMIT = 100_000
+
+    def __init__(self, string_tree: Callable[..., str]) -> None:
+        from ..expr.printer import format_julia_float
+        from ..expr.tree import Expr
+
+        self._string_tree = string_tree
+        self._expr_cls = Expr
+        self._fmt = format_julia_float
+        # op code (negative) -> (arity, julia name, infix) or None when not reproducible
+        self._ops: dict[int, tuple[int, str, bool] | None] = {}
+        self._consts: dict[float, str] = {}
+
+    def _learn(self, code: int) -> tuple[int, str, bool] | None:
+        from ..expr.operators import OPERATORS
+
+        op = OPERATORS.get(-code)
+        if op is None:
+            return None  # string_tree raises the proper error
+        if op.arity == 1:
+            form = (1, op.julia, False)
+            probe = self._expr_cls([code, 1])
+            expect = f"{op.julia}(x1)"
+        elif op.arity == 2:
+            probe = self._expr_cls([code, 1, 2])
+            infix = self._string_tree(probe) == f"x1 {op.julia} x2"
+            form = (2, op.julia, infix)
+            expect = f"x1 {op.julia} x2" if infix else f"{op.julia}(x1, x2)"
+        else:
+            return None
+        return form if self._string_tree(probe) == expect else None
+
+    def __call__(self, expr: Any) -> str:
+        return self.print_lists(expr.codes, expr.vals)
+
+    def print_lists(self, codes: Sequence[int], vals: Sequence[float]) -> str:
+        """The string of the tree ``Expr(codes, vals)``."""
+        ops, consts = self._ops, self._consts
+        stack: list[str] = []
+        push, pop = stack.append, stack.pop
+        for i in range(len(codes) - 1, -1, -1):
+            c = codes[i]
+            if c == 0:
+                v = vals[i]
+                s = consts.get(v) if v != 0.0 else None  # 0.0 == -0.0 in a dict: not memoised
+                if s is None:
+                    s = self._fmt(v)
+                    if v != 0.0 and v == v:
+                        if len(consts) >= self._CONST_MEMO_LIMIT:
+                            consts.clear()
+                        consts[v] = s
+                push(s)
+            elif c > 0:
+                push(f"x{c}")
+            else:
+                form = ops.get(c, False)
+                if form is False:
+                    form = ops[c] = self._learn(c)
+                if form is None or len(stack) < form[0]:
+                    return self._fallback(codes, vals)
+                if form[0] == 1:
+                    a = pop()
+                    if a[0] == "(" and a[-1] == ")":
+                        a = a[1:-1]
+                    push(f"{form[1]}({a})")
+                else:
+                    a = pop()
+                    b = pop()
+                    if form[2]:
+                        push(f"({a} {form[1]} {b})")
+                    else:
+                        if a[0] == "(" and a[-1] == ")":
+                            a = a[1:-1]
+                        if b[0] == "(" and b[-1] == ")":
+                            b = b[1:-1]
+                        push(f"{form[1]}({a}, {b})")
+        if len(stack) != 1:
+            return self._fallback(codes, vals)  # malformed: let string_tree raise its error
+        s = stack[0]
+        return s[1:-1] if s[0] == "(" and s[-1] == ")" else s
+
+    def _fallback(self, codes: Sequence[int], vals: Sequence[float]) -> str:
+        return self._string_tree(self._expr_cls(codes, vals))
+
+
+class TraceRenderer:
+    """Turns iteration batches (module docstring) into ``iteration`` JSON lines.
+
+    Keeps caches across iterations: printed trees by content (members are re-dumped every
+    iteration and many traced children are copies of their parent), mutation objects and
+    crossover details by value.
+    """
+
+    def __init__(self) -> None:
+        self.string_tree = _FastStringTree(_load_string_tree())
+        # Trees by content -> JSON string. Content keys (int tuples, bytes) keep no tree alive;
+        # the vals bytes tell -0.0 from 0.0, which a float tuple would not.
+        self._tree_cache: dict[tuple[tuple[int, ...], bytes], str] = {}
+        self._step_cache: dict[tuple[str, str | None, str | None], str] = {}
+        self._time_cache: tuple[float, str] = (0.0, "0.0")
+
+    # ---- fragments -------------------------------------------------------------------------
+    def tree_json(self, codes: Sequence[int], vals: Sequence[float]) -> str:
+        """``string_tree(Expr(codes, vals))`` as a JSON string literal, cached by content."""
+        key = (tuple(codes), array("d", vals).tobytes())
+        s = self._tree_cache.get(key)
+        if s is None:
+            s = encode_basestring_ascii(self.string_tree.print_lists(codes, vals))
+            if len(self._tree_cache) >= _TREE_CACHE_LIMIT:
+                self._tree_cache.clear()
+            self._tree_cache[key] = s
+        return s
+
+    def member_fields(self, m: Sequence[Any]) -> str:
+        """A ``members`` entry's fields as JSON text, without braces (``m`` as in a batch)."""
+        ref, codes, vals, loss, cost, complexity, birth, parent = m
+        return (f'"tree":{self.tree_json(codes, vals)},"loss":{jfloat(loss)},"cost":{jfloat(cost)},'
+                f'"complexity":{int(complexity)},"birth":{int(birth)},"ref":{int(ref)},'
+                f'"parent":{int(parent)}')
+
+    def _step_json(self, type_: str, result: str | None, reason: str | None) -> str:
+        key = (type_, result, reason)
+        s = self._step_cache.get(key)
+        if s is None:
+            s = self._step_cache[key] = step_to_json(type_, result, reason)
+        return s
+
+    def _time(self, t: float) -> str:
+        # Every event of one engine call shares its clock read: format it once.
+        last, s = self._time_cache
+        if t != last or s == "0.0":
+            s = _float_repr(float(t))
+            self._time_cache = (t, s)
+        return s
+
+    # ---- the record ------------------------------------------------------------------------
+    def render(self, batch: Sequence[Any]) -> str:
+        """One iteration batch → the ``iteration`` record as one line of JSON."""
+        output, population, iteration, started_at, members, ops = batch
+        member_fields = [(m[0], self.member_fields(m)) for m in members]
+        heads, events = self._replay(ops, member_fields)
+        members_json = ",".join("{" + f + "}" for _, f in member_fields)
+        muts = ",".join(
+            f'"{ref}":{{"events":[{ev if ev.__class__ is str else ",".join(ev)}],{head}}}'
+            for ref, head, ev in ((r, h, events[r]) for r, h in heads.items())
+        )
+        return (
+            f'{{"schema_version":{TRACE_SCHEMA_VERSION},"record_type":"iteration",'
+            f'"output":{int(output)},"population":{int(population)},"iteration":{int(iteration)},'
+            f'"started_at":{_float_repr(float(started_at))},"members":[{members_json}],'
+            f'"mutations":{{{muts}}}}}'
+        )
+
+    def _replay(
+        self, ops: Sequence[Sequence[Any]], member_fields: list[tuple[int, str]]
+    ) -> tuple[dict[int, str], dict[int, str | list[str]]]:
+        """The ``mutations`` object as text: ref → entry fields, and ref → its events.
+
+        Events are ``""`` (none), one JSON string, or a list once a second arrives: mostly
+        strings, and no quadratic joins for a tournament winner with hundreds of events.
+        """
+        heads: dict[int, str] = {}
+        events: dict[int, str | list[str]] = {}
+        start_fields: dict[int, str] | None = None
+        tree_json, step_json, tfmt = self.tree_json, self._step_json, self._time
+
+        def add(ref: int, ev: str) -> None:
+            prev = events[ref]
+            if not prev:
+                events[ref] = ev
+            elif prev.__class__ is list:
+                prev.append(ev)  # type: ignore[union-attr]
+            else:
+                events[ref] = [prev, ev]  # type: ignore[list-item]
+
+        for op in ops:
+            tag = op[0]
+            if tag == OP_MUTATE:
+                _, pref, cref, selected, t, type_, result, reason = op
+                add(pref, f'{{"type":"mutate","time":{tfmt(t)},"child":{int(cref)},"selected":'
+                          f'{"true" if selected else "false"},'
+                          f'"mutation":{step_json(type_, result, reason)}}}')
+            elif tag == OP_ENTRY:
+                _, ref, codes, vals, cost, loss, parent = op
+                heads[ref] = (f'"tree":{tree_json(codes, vals)},"cost":{jfloat(cost)},'
+                              f'"loss":{jfloat(loss)},"parent":{int(parent)}')
+                events[ref] = ""
+            elif tag == OP_DEATH:
+                add(op[1], f'{{"type":"death","time":{tfmt(op[2])}}}')
+            elif tag == OP_CROSSOVER:
+                _, p1, p2, c1, c2, t, details, d1, d2 = op
+                ev = (f'{{"type":"crossover","time":{tfmt(t)},"parent1":{int(p1)},'
+                      f'"parent2":{int(p2)},"child1":{int(c1)},"child2":{int(c2)},'
+                      f'"details":{details}}}')
+                # SR.jl pushes the same event object on both parents.
+                add(p1, ev)
+                add(p2, ev)
+                death = f'{{"type":"death","time":{tfmt(t)}}}'
+                add(d1, death)
+                add(d2, death)
+            elif tag == OP_TUNING:
+                _, old_ref, new_ref, t, optimized = op
+                kind = "simplification_and_optimization" if optimized else "simplification"
+                ts = tfmt(t)
+                add(old_ref, f'{{"type":"tuning","time":{ts},"child":{int(new_ref)},'
+                             f'"mutation":{{"type":"{kind}"}}}}')
+                add(old_ref, f'{{"type":"death","time":{ts}}}')
+            elif tag == OP_START_ENTRY:
+                if start_fields is None:
+                    start_fields = dict(member_fields)
+                ref = op[1]
+                heads[ref] = start_fields[ref]
+                events[ref] = ""
+            else:
+                raise ValueError(f"unknown trace event tag {tag!r}")
+        return heads, events

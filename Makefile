@@ -9,7 +9,7 @@ PIP     = $(PY) -m pip
 TORCH   = torch==2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install demo test test-all lint bench-engine bench-proposer clean
+.PHONY: install demo test test-all lint bench-engine bench-proposer default-model clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +42,12 @@ bench-proposer: install
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+
+## Rebuild the shipped default proposer from scratch on CPU (~1 h on 2 cores):
+## traces of the pysr preset on 150 synthetic problems → 3% of the moves → tiny model → ONNX.
+DEFAULT_RUN ?= runs/default_model
+default-model: install
+	$(VENV)/bin/ttsr traces collect --config traces/configs/default_model.yaml --out $(DEFAULT_RUN)/traces
+	$(VENV)/bin/ttsr traces convert --in $(DEFAULT_RUN)/traces --out $(DEFAULT_RUN)/dataset --sample 0.03 --seed 0 --overwrite
+	$(VENV)/bin/ttsr train --config training/configs/default_cpu.yaml --data $(DEFAULT_RUN)/dataset --out $(DEFAULT_RUN)/run --device cpu --resume
+	$(VENV)/bin/ttsr export --run $(DEFAULT_RUN)/run --out ttsr_bridge/data/default_model.onnx

@@ -42,12 +42,11 @@ def test_neural_spec_from_params_and_validation():
             NeuralSpec(**{"proposer": "default", **bad})
 
 
-def test_julia_plugin_source_is_exact_and_validated():
-    src = NeuralSpec("default", weight=0.25, timeout_s=1.5).plugin("127.0.0.1", 8765).julia_source()
-    assert src == (
-        'TTSRBridge.NeuralProposerPlugin(; config=TTSRBridge.BridgeConfig(; host="127.0.0.1", port=8765, '
-        "timeout_s=1.5), weight=0.25, feedback=true, require_server=false)"
-    )
+def test_julia_plugin_spec_is_typed_and_validated():
+    spec = NeuralSpec("default", weight=0.25, timeout_s=1.5).plugin("127.0.0.1", 8765)
+    assert spec.config_kwargs() == {"host": "127.0.0.1", "port": 8765, "timeout_s": 1.5}
+    assert spec.plugin_kwargs() == {"weight": 0.25, "feedback": True, "require_server": False}
+    assert all(type(v) in (str, int, float, bool) for v in {**spec.config_kwargs(), **spec.plugin_kwargs()}.values())
     with pytest.raises(ValueError):
         JuliaPluginSpec('127.0.0.1"); run(`rm -rf /`); ("', 1, 1.0, 1.0, True, False)
     for port in (0, 70000, True, "80"):

@@ -346,8 +346,13 @@ class PySREngine:
                 import ttsr_bridge.pysr  # noqa: F401
         except Exception as e:  # juliacall raises assorted errors when Julia is unusable
             return f"pysr could not be imported: {type(e).__name__}: {e}"
-        if self.model_path is not None and not Path(self.model_path).exists():
-            return f"proposer model {self.model_path!r} not found"
+        if self.model_path is not None:
+            from ttsr_bridge.propose.onnx_proposer import resolve_model_path
+
+            try:
+                resolve_model_path(self.model_path)  # "default" = the shipped model
+            except Exception as e:
+                return f"proposer model {self.model_path!r} unavailable: {e}"
         return None
 
     def run(self, data: RunData, budget: Budget, config: BenchConfig) -> EngineResult:
@@ -356,7 +361,7 @@ class PySREngine:
             extra_kw: dict = {}
         else:
             from ttsr_bridge.pysr import PySRRegressor
-            extra_kw = {"proposer_model": self.model_path, "neural_weight": config.neural_weight}
+            extra_kw = {"neural_proposer": self.model_path, "neural_weight": config.neural_weight}
         binary, unary = data.operators.names()
         stop = config.stop_loss_rel * data.y_var
         reg = PySRRegressor(

@@ -1,20 +1,24 @@
 """Export a trained run to ONNX with an explicit key/value cache (``ttsr export``).
 
 The graph is written node by node from the trained weights (not traced), so it holds only the
-operations the model needs — about 30 nodes per layer, which onnxruntime fuses further — and
-runs a tiny model's decode step in a fraction of a millisecond. Graph interface (all dynamic
-axes named; ``L`` = number of layers)::
+operations the model needs (about 35 nodes per layer, which onnxruntime fuses further) and a
+tiny model's decode step costs a fraction of a millisecond. Graph interface (all dynamic axes
+named; ``L`` = number of layers)::
 
     inputs : input_ids (batch, seq) int64,
-             attention_mask (batch, seq, past + seq) bool — True where a query may attend a key,
+             attention_mask (batch, seq, context + past + seq) bool: True where a query may
+                 attend a key (keys ordered context, past, new),
              position_ids (batch, seq) int64,
+             context_key_{i}, context_value_{i} (1 or batch, heads, context, head_dim) float32,
              past_key_{i}, past_value_{i} (batch, heads, past, head_dim) float32, i < L
     outputs: logits (batch, seq, vocab) float32,
              present_key_{i}, present_value_{i} (batch, heads, past + seq, head_dim) float32
 
-``past`` may be 0 (first call). The mask is per query, so the caller decides the attention
-pattern: causal with left padding, or several sequences *packed* in one row (each attends a
-shared prefix and its own tokens only), which is how the proposer avoids padding. A query
+``context`` is a read-only cache every row may attend (shared when its batch is 1) and is not
+copied to the outputs: the proposer puts its packed prompts there and decodes with ``past``
+holding only the children. ``context`` and ``past`` may be 0 long. The mask is per query, so
+the caller decides the pattern: causal with left padding (:func:`causal_mask`), or several
+sequences *packed* in one row (each attends a shared prefix and its own tokens only). A query
 with no allowed key gets garbage (never used). The numerics are the Llama model's (eager
 attention, fp32): logits match the torch model to ≤ 1e-4 (tests/model/test_export.py).
 
@@ -41,7 +45,7 @@ __all__ = ["GRAPH_VERSION", "SIDECAR_VERSION", "ExportSidecar", "KVCacheWrapper"
            "export_run", "io_names", "sidecar_path"]
 
 SIDECAR_VERSION = 2
-GRAPH_VERSION = 2  # 2: per-query boolean attention_mask (batch, seq, total); 1 was a traced graph with (batch, total)
+GRAPH_VERSION = 2  # 2: context cache + per-query bool mask; 1 was a traced graph with a (batch, total) mask
 
 
 def sidecar_path(onnx_path: str | Path) -> Path:
@@ -51,9 +55,10 @@ def sidecar_path(onnx_path: str | Path) -> Path:
 
 def io_names(num_layers: int) -> tuple[list[str], list[str]]:
     """(input names, output names) of the exported graph."""
+    context = [f"context_{kind}_{i}" for i in range(num_layers) for kind in ("key", "value")]
     past = [f"past_{kind}_{i}" for i in range(num_layers) for kind in ("key", "value")]
     present = [f"present_{kind}_{i}" for i in range(num_layers) for kind in ("key", "value")]
-    return ["input_ids", "attention_mask", "position_ids", *past], ["logits", *present]
+    return ["input_ids", "attention_mask", "position_ids", *context, *past], ["logits", *present]
 
 
 def causal_mask(padding_mask: np.ndarray, seq: int) -> np.ndarray:
@@ -126,9 +131,9 @@ class _Weights:
     """The Llama weights as the graph uses them: float32, ``(in, out)`` matrices."""
 
     embed: np.ndarray  # (V, H)
-    cos: np.ndarray  # (max_positions, H): RoPE cos tiled over heads
-    sin: np.ndarray  # (max_positions, H)
-    layers: tuple[dict[str, np.ndarray], ...]  # ln1, qkv (H, 5H), o (H, H), ln2, gate_up (H, 2I), down (I, H)
+    cos: np.ndarray  # (max_positions, D): RoPE cos
+    sin: np.ndarray  # (max_positions, D): RoPE sin, first half negated (the sign of rotate_half)
+    layers: tuple[dict[str, np.ndarray], ...]  # ln1, qkv (H, 3H), o (H, H), ln2, gate_up (H, 2I), down (I, H)
     norm: np.ndarray  # (H,)
     lm_head: np.ndarray  # (H, V)
     eps: float
@@ -136,20 +141,8 @@ class _Weights:
     head_dim: int
 
 
-def _rotate_half_columns(w: np.ndarray, num_heads: int, head_dim: int) -> np.ndarray:
-    """``w`` (in, out) → ``w'`` with ``x @ w' == rotate_half(x @ w)`` per head: Llama's
-    ``cat(-x2, x1)``. A column permutation with signs, so exact — rotary embedding then needs
-    one matmul instead of slice/negate/concat nodes in every layer."""
-    half = head_dim // 2
-    j = np.arange(head_dim)
-    src = np.where(j < half, j + half, j - half)
-    sign = np.where(j < half, -1.0, 1.0).astype(w.dtype)
-    cols = (np.arange(num_heads)[:, None] * head_dim + src[None, :]).ravel()
-    return w[:, cols] * np.tile(sign, num_heads)[None, :]
-
-
 def _extract_weights(model) -> _Weights:
-    """Read a ``LlamaForCausalLM`` into :class:`_Weights` (scaling folded into the query)."""
+    """Read a ``LlamaForCausalLM`` into :class:`_Weights` (attention scaling folded into the query)."""
     import torch
 
     cfg = model.config
@@ -170,7 +163,7 @@ def _extract_weights(model) -> _Weights:
     for layer in model.model.layers:
         a, m = layer.self_attn, layer.mlp
         wq, wk, wv = t(a.q_proj.weight).T * scaling, t(a.k_proj.weight).T, t(a.v_proj.weight).T
-        qkv = np.concatenate([wq, _rotate_half_columns(wq, nh, d), wk, _rotate_half_columns(wk, nh, d), wv], axis=1)
+        qkv = np.concatenate([wq, wk, wv], axis=1)
         layers.append({
             "ln1": t(layer.input_layernorm.weight), "qkv": qkv, "o": t(a.o_proj.weight).T,
             "ln2": t(layer.post_attention_layernorm.weight),
@@ -178,7 +171,7 @@ def _extract_weights(model) -> _Weights:
             "down": t(m.down_proj.weight).T,
         })
     return _Weights(
-        embed=t(model.model.embed_tokens.weight), cos=np.tile(cos, (1, nh)), sin=np.tile(sin, (1, nh)),
+        embed=t(model.model.embed_tokens.weight), cos=cos, sin=sin * np.where(np.arange(d) < d // 2, -1.0, 1.0).astype(np.float32),
         layers=tuple(layers), norm=t(model.model.norm.weight), lm_head=t(model.lm_head.weight).T,
         eps=float(cfg.rms_norm_eps), num_heads=nh, head_dim=d,
     )
@@ -220,23 +213,37 @@ class _GraphBuilder:
         return self.op("Mul", [self.op("Div", [x, self.op("Sqrt", [self.op("Add", [var, "eps"])])]), weight])
 
 
-def _layer(g: _GraphBuilder, x: str, i: int, w: dict[str, np.ndarray], cos: str, sin: str, bias: str,
-           hidden: int, inter: int) -> str:
+def _attention(g: _GraphBuilder, i: int, q: str, k: str, v: str, bias: str, splits: str) -> str:
+    """Attention of queries ``q`` (B, heads, S, D) over the read-only context cache and the
+    row's own keys (past + new ``k``, ``v``; written as ``present_*_{i}``). Scores of both parts
+    are joined for one softmax, so the context is never copied. Returns (B, heads, S, D)."""
+    present_k = g.op("Concat", [f"past_key_{i}", k], axis=2, out=f"present_key_{i}")
+    present_v = g.op("Concat", [f"past_value_{i}", v], axis=2, out=f"present_value_{i}")
+
+    def scores(keys: str) -> str:
+        return g.op("MatMul", [q, g.op("Transpose", [keys], perm=[0, 1, 3, 2])])
+
+    joined = g.op("Concat", [scores(f"context_key_{i}"), scores(present_k)], axis=-1)  # (B, heads, S, C + T)
+    probs = g.op("Softmax", [g.op("Add", [joined, bias])], axis=-1)
+    p_ctx, p_own = g.op("Split", [probs, splits], n_out=2, axis=-1)
+    return g.op("Add", [g.op("MatMul", [p_ctx, f"context_value_{i}"]), g.op("MatMul", [p_own, present_v])])
+
+
+def _layer(g: _GraphBuilder, x: str, i: int, w: dict[str, np.ndarray], rope: tuple[str, str], bias: str,
+           splits: str, hidden: int, inter: int) -> str:
     """One decoder layer (writes ``present_key_{i}``, ``present_value_{i}``). Returns the new hidden state."""
     h = g.rms_norm(x, g.const(f"l{i}.ln1", w["ln1"]))
-    qkv = g.op("MatMul", [h, g.const(f"l{i}.qkv", w["qkv"])])
-    q1, q2, k1, k2, v = g.op("Split", [qkv, g.const(f"l{i}.split5", np.full(5, hidden, np.int64))], n_out=5, axis=-1)
-    q = g.op("Add", [g.op("Mul", [q1, cos]), g.op("Mul", [q2, sin])])  # RoPE: x cos + rotate_half(x) sin
-    k = g.op("Add", [g.op("Mul", [k1, cos]), g.op("Mul", [k2, sin])])
-
-    def heads(t: str) -> str:  # (B, S, H) → (B, heads, S, D)
-        return g.op("Transpose", [g.op("Reshape", [t, "heads_shape"])], perm=[0, 2, 1, 3])
-
-    present_k = g.op("Concat", [f"past_key_{i}", heads(k)], axis=2, out=f"present_key_{i}")
-    present_v = g.op("Concat", [f"past_value_{i}", heads(v)], axis=2, out=f"present_value_{i}")
-    scores = g.op("MatMul", [heads(q), g.op("Transpose", [present_k], perm=[0, 1, 3, 2])])  # (B, heads, S, T)
-    probs = g.op("Softmax", [g.op("Add", [scores, bias])], axis=-1)
-    att = g.op("Transpose", [g.op("MatMul", [probs, present_v])], perm=[0, 2, 1, 3])
+    qk, v = g.op("Split", [g.op("MatMul", [h, g.const(f"l{i}.qkv", w["qkv"])]),
+                           g.const(f"l{i}.split_qkv", np.array([2 * hidden, hidden], np.int64))], n_out=2, axis=-1)
+    # RoPE on queries and keys together: x cos + rotate_half(x) sin, where rotate_half swaps the
+    # two halves of every head (a reversed slice over an axis of 2) and the sign sits in ``sin``.
+    halves = g.op("Reshape", [qk, "qk_halves_shape"])  # (B, S, 2 heads, 2, D/2)
+    swapped = g.op("Slice", [halves, "minus_one", "int_min", "axis3", "minus_one"])
+    qk = g.op("Add", [g.op("Mul", [halves, rope[0]]), g.op("Mul", [swapped, rope[1]])])
+    qk = g.op("Transpose", [g.op("Reshape", [qk, "qk_heads_shape"])], perm=[0, 2, 1, 3])  # (B, 2 heads, S, D)
+    q, k = g.op("Split", [qk, "split_heads"], n_out=2, axis=1)
+    v = g.op("Transpose", [g.op("Reshape", [v, "heads_shape"])], perm=[0, 2, 1, 3])
+    att = g.op("Transpose", [_attention(g, i, q, k, v, bias, splits)], perm=[0, 2, 1, 3])
     att = g.op("Reshape", [att, "hidden_shape"])
     x = g.op("Add", [x, g.op("MatMul", [att, g.const(f"l{i}.o", w["o"])])])
     h = g.rms_norm(x, g.const(f"l{i}.ln2", w["ln2"]))
@@ -244,6 +251,39 @@ def _layer(g: _GraphBuilder, x: str, i: int, w: dict[str, np.ndarray], cos: str,
                               g.const(f"l{i}.split2", np.full(2, inter, np.int64))], n_out=2, axis=-1)
     act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up])  # SwiGLU: silu(gate) * up
     return g.op("Add", [x, g.op("MatMul", [act, g.const(f"l{i}.down", w["down"])])])
+
+
+def _constants(g: _GraphBuilder, weights: _Weights) -> None:
+    """Shape tensors and scalars shared by every layer."""
+    nh, d = weights.num_heads, weights.head_dim
+    g.const("two", np.array(2.0, np.float32))
+    g.const("eps", np.array(weights.eps, np.float32))
+    if g.opset >= 18:
+        g.const("last_axis", np.array([-1], np.int64))
+    g.const("heads_shape", np.array([0, 0, nh, d], np.int64))
+    g.const("qk_halves_shape", np.array([0, 0, 2 * nh, 2, d // 2], np.int64))
+    g.const("qk_heads_shape", np.array([0, 0, 2 * nh, d], np.int64))
+    g.const("split_heads", np.array([nh, nh], np.int64))
+    g.const("hidden_shape", np.array([0, 0, nh * d], np.int64))
+    g.const("rope_shape", np.array([0, 0, 1, 2, d // 2], np.int64))
+    g.const("minus_one", np.array([-1], np.int64))
+    g.const("int_min", np.array([np.iinfo(np.int64).min], np.int64))
+    g.const("axis3", np.array([3], np.int64))
+
+
+def _inputs_to_masks(g: _GraphBuilder, weights: _Weights) -> tuple[str, tuple[str, str], str, str]:
+    """Embeddings, RoPE factors (B, S, 1, 2, D/2), additive attention bias (B, 1, S, C + T) and
+    the (context, own) split sizes of the key axis, all computed once for every layer."""
+    x = g.op("Gather", [g.const("embed", weights.embed), "input_ids"], axis=0)  # (B, S, H)
+    rope = tuple(g.op("Reshape", [g.op("Gather", [g.const(name, table), "position_ids"], axis=0), "rope_shape"])
+                 for name, table in (("rope_cos", weights.cos), ("rope_sin_signed", weights.sin)))
+    # 0 where allowed, float32 min (as HF) elsewhere.
+    mask4 = g.op("Unsqueeze", ["attention_mask", g.const("axis1", np.array([1], np.int64))])
+    bias = g.op("Where", [mask4, g.const("zero", np.array(0.0, np.float32)),
+                          g.const("neg_big", np.array(np.finfo(np.float32).min, np.float32))])
+    ctx_len = g.op("Shape", ["context_key_0"], start=2, end=3)
+    own_len = g.op("Sub", [g.op("Shape", ["attention_mask"], start=2, end=3), ctx_len])
+    return x, rope, bias, g.op("Concat", [ctx_len, own_len], axis=0)
 
 
 def build_graph(weights: _Weights, *, opset: int = 17) -> onnx.ModelProto:
@@ -254,28 +294,19 @@ def build_graph(weights: _Weights, *, opset: int = 17) -> onnx.ModelProto:
     nh, d = weights.num_heads, weights.head_dim
     hidden, inter = nh * d, weights.layers[0]["down"].shape[0]
     n_layers, vocab = len(weights.layers), weights.embed.shape[0]
-    g.const("two", np.array(2.0, np.float32))
-    g.const("eps", np.array(weights.eps, np.float32))
-    if opset >= 18:
-        g.const("last_axis", np.array([-1], np.int64))
-    g.const("heads_shape", np.array([0, 0, nh, d], np.int64))
-    g.const("hidden_shape", np.array([0, 0, hidden], np.int64))
-    x = g.op("Gather", [g.const("embed", weights.embed), "input_ids"], axis=0)  # (B, S, H)
-    cos = g.op("Gather", [g.const("rope_cos", weights.cos), "position_ids"], axis=0)  # (B, S, H)
-    sin = g.op("Gather", [g.const("rope_sin", weights.sin), "position_ids"], axis=0)
-    # Additive bias (B, 1, S, T), built once: 0 where allowed, float32 min (as HF) elsewhere.
-    mask4 = g.op("Unsqueeze", ["attention_mask", g.const("axis1", np.array([1], np.int64))])
-    bias = g.op("Where", [mask4, g.const("zero", np.array(0.0, np.float32)),
-                          g.const("neg_big", np.array(np.finfo(np.float32).min, np.float32))])
+    _constants(g, weights)
+    x, rope, bias, splits = _inputs_to_masks(g, weights)
     for i, w in enumerate(weights.layers):
-        x = _layer(g, x, i, w, cos, sin, bias, hidden, inter)
+        x = _layer(g, x, i, w, rope, bias, splits, hidden, inter)
     g.op("MatMul", [g.rms_norm(x, g.const("norm", weights.norm)), g.const("lm_head", weights.lm_head)], out="logits")
     in_names, out_names = io_names(n_layers)
-    cache = ["batch", nh, "past", d]
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
-              helper.make_tensor_value_info("attention_mask", TensorProto.BOOL, ["batch", "seq", "total"]),
+              helper.make_tensor_value_info("attention_mask", TensorProto.BOOL, ["batch", "seq", "keys"]),
               helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"])]
-    inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, cache) for n in in_names[3:]]
+    inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["context_batch", nh, "context", d])
+               for n in in_names[3:3 + 2 * n_layers]]
+    inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", nh, "past", d])
+               for n in in_names[3 + 2 * n_layers:]]
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", vocab])]
     outputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", nh, "total", d]) for n in out_names[1:]]
     graph = helper.make_graph(g.nodes, "ttsr_proposer", inputs, outputs, initializer=g.initializers)
@@ -295,8 +326,8 @@ def export_run(run_dir: str | Path, out_path: str | Path, *, opset: int = 17) ->
 
     from .train import last_checkpoint, load_checkpoint_model
 
-    if opset < 13:
-        raise ValueError(f"opset {opset} < 13: the graph uses Split/Unsqueeze with tensor inputs")
+    if opset < 15:
+        raise ValueError(f"opset {opset} < 15: the graph uses Shape(start, end) and Split with tensor inputs")
     run_dir, out_path = Path(run_dir), Path(out_path)
     model, cfg, tok = load_checkpoint_model(run_dir, attn_implementation="eager")
     ck = last_checkpoint(run_dir)

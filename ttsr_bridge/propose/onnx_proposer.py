@@ -39,6 +39,7 @@ from .sampling import GrammarMasks, GrammarTable, sample_constant, sample_tokens
 __all__ = ["DEFAULT_MODEL_NAME", "OnnxProposer", "ProposerStats", "default_model_path", "resolve_model_path"]
 
 DEFAULT_MODEL_NAME = "default"
+_PREFIX_CACHE_SIZE = 8  # context prefixes (≈ searches) whose key/value cache is kept
 
 
 def default_model_path() -> Path:
@@ -89,20 +90,16 @@ class _Group:
 _SHARED = -1  # owner of the context prefix's keys: every query attends them
 
 
-class _PackedCache:
-    """One growing key/value cache (batch 1) holding a batch's prompts and children, packed.
+@dataclass
+class _Context:
+    """The packed prompts of one batch as a read-only key/value cache (batch 1).
 
-    ``owner[t]`` says whose key position ``t`` is: :data:`_SHARED` (the context prefix), a
-    unique prompt ``u`` (its request part), or ``n_prompts + r`` (child tokens of row ``r``).
+    ``owner[t]`` says whose key position ``t`` is: :data:`_SHARED` (the context prefix) or the
+    index of a distinct request part (prompt).
     """
 
-    def __init__(self, tensors: list[np.ndarray], owner: np.ndarray):
-        self.tensors = tensors  # per layer key, value: (1, heads, T, head_dim)
-        self.owner = owner  # (T,) int64
-
-    @property
-    def length(self) -> int:
-        return int(self.owner.shape[0])
+    tensors: list[np.ndarray]  # per layer key, value: (1, heads, T, head_dim)
+    owner: np.ndarray  # (T,) int64
 
 
 class OnnxProposer:
@@ -111,7 +108,7 @@ class OnnxProposer:
     def __init__(self, path: str | Path = DEFAULT_MODEL_NAME, *, temperature: float = 1.0, top_k: int | None = None,
                  batch_size: int = 64, providers: Sequence[str] | None = None, intra_op_threads: int = 2,
                  perturbation_factor: float = 0.129, probability_negate: float = 0.00743,
-                 prefill_tokens: int = 1024):
+                 prefill_tokens: int = 256):
         import onnxruntime as ort
 
         from ..model.export import GRAPH_VERSION
@@ -141,7 +138,9 @@ class OnnxProposer:
                                             providers=list(providers) if providers else _default_providers(ort))
         self._tables: dict[tuple, GrammarTable] = {}
         self._output_names = [o.name for o in self.session.get_outputs()]
+        self._context_names = [f"context_{kind}_{i}" for i in range(self.num_layers) for kind in ("key", "value")]
         self._past_names = [f"past_{kind}_{i}" for i in range(self.num_layers) for kind in ("key", "value")]
+        self._prefixes: dict[tuple[int, ...], list[np.ndarray]] = {}
         self._arity = self.tokenizer.arity.astype(np.int64)
 
     # ---- Proposer protocol ---------------------------------------------------------------------
@@ -214,51 +213,69 @@ class OnnxProposer:
         return table
 
     # ---- model calls ---------------------------------------------------------------------------
-    def _run(self, input_ids: np.ndarray, mask: np.ndarray, pos: np.ndarray,
+    def _run(self, input_ids: np.ndarray, mask: np.ndarray, pos: np.ndarray, context: list[np.ndarray],
              past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One forward pass, batch 1: ``input_ids``, ``pos`` (S,), ``mask`` (S, T) →
-        ``(logits (S, V), presents)``."""
-        feeds = {"input_ids": input_ids[None, :], "attention_mask": mask[None, :, :], "position_ids": pos[None, :]}
+        """One forward pass: ``input_ids``, ``pos`` (B, S), ``mask`` (B, S, C + P + S) →
+        ``(logits (B, S, V), presents)``."""
+        feeds = {"input_ids": input_ids, "attention_mask": mask, "position_ids": pos}
+        feeds.update(zip(self._context_names, context))
         feeds.update(zip(self._past_names, past))
         res = self.session.run(self._output_names, feeds)
         self.stats.model_calls += 1
-        return res[0][0], res[1:]
+        return res[0], res[1:]
 
-    def _prefill(self, group: _Group) -> tuple[np.ndarray, _PackedCache, np.ndarray, np.ndarray]:
-        """Run the shared prefix and every distinct request part, packed in one sequence.
+    def _empty(self, batch: int) -> list[np.ndarray]:
+        return [np.zeros((batch, self.num_heads, 0, self.head_dim), np.float32)] * (2 * self.num_layers)
 
-        Returns ``(last logits of every row (rows, V), cache, next position of every row
-        (rows,), unique prompt of every row (rows,))``.
+    def _prefix_cache(self, prefix: list[int]) -> list[np.ndarray]:
+        """Key/value cache of the shared context prefix, kept across calls (it is fixed for a
+        search; a few searches may share the proposer)."""
+        key = tuple(prefix)
+        cached = self._prefixes.pop(key, None)
+        if cached is None:
+            p = len(prefix)
+            mask = np.tril(np.ones((p, p), bool))[None]
+            _, cached = self._run(np.asarray([prefix], np.int64), mask, np.arange(p, dtype=np.int64)[None],
+                                  self._empty(1), self._empty(1))
+            while len(self._prefixes) >= _PREFIX_CACHE_SIZE:
+                self._prefixes.pop(next(iter(self._prefixes)))
+        self._prefixes[key] = cached  # most recently used last
+        return cached
+
+    def _prefill(self, group: _Group) -> tuple[np.ndarray, _Context, np.ndarray, np.ndarray]:
+        """Run every distinct request part after the (cached) prefix, packed without padding.
+
+        Returns ``(last logits of every row (rows, V), packed context, next position of every
+        row (rows,), distinct prompt of every row (rows,))``.
         """
         p = len(group.prefix)
+        prefix_kv = self._prefix_cache(group.prefix)
         unique: dict[tuple[int, ...], int] = {}
         which = np.array([unique.setdefault(tuple(s), len(unique)) for s in group.suffixes], dtype=np.int64)
         suffixes = list(unique)
         lengths = np.array([len(x) for x in suffixes], np.int64)
-        ids = np.fromiter((t for s in (group.prefix, *suffixes) for t in s), np.int64, p + int(lengths.sum()))
-        owner = np.repeat(np.arange(-1, len(suffixes), dtype=np.int64), np.concatenate([[p], lengths]))
-        # Positions restart after the prefix for every request part: each prompt reads as in training.
-        starts = p + np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        pos = np.arange(len(ids), dtype=np.int64) - np.repeat(np.concatenate([[0], starts - p]), np.concatenate([[p], lengths]))
+        ids = np.fromiter((t for s in suffixes for t in s), np.int64, int(lengths.sum()))
+        owner = np.repeat(np.arange(len(suffixes), dtype=np.int64), lengths)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        pos = p + np.arange(len(ids), dtype=np.int64) - np.repeat(starts, lengths)  # each prompt reads as in training
         ends = starts + lengths - 1  # index of each prompt's last token (`<child>`)
-        cache = _PackedCache([np.zeros((1, self.num_heads, 0, self.head_dim), np.float32)
-                              for _ in range(2 * self.num_layers)], owner[:0])
         last = np.empty((len(suffixes), self.tokenizer.vocab_size), np.float32)
-        for lo, hi in self._prefill_spans(p, starts, lengths):
-            q_owner = owner[lo:hi]
-            key_owner = owner[:hi]
-            # Causal, and only the shared prefix or the query's own prompt.
-            mask = (np.arange(hi)[None, :] <= np.arange(lo, hi)[:, None]) & \
-                ((key_owner[None, :] == _SHARED) | (key_owner[None, :] == q_owner[:, None]))
-            logits, cache.tensors = self._run(ids[lo:hi], mask, pos[lo:hi], cache.tensors)
+        parts: list[list[np.ndarray]] = [prefix_kv]
+        for lo, hi in self._prefill_spans(starts, lengths):
+            # Every query sees the prefix (context) and, causally, its own prompt only.
+            own = (np.arange(lo, hi)[None, :] <= np.arange(lo, hi)[:, None]) & (owner[None, lo:hi] == owner[lo:hi, None])
+            mask = np.concatenate([np.ones((hi - lo, p), bool), own], axis=1)[None]
+            logits, presents = self._run(ids[None, lo:hi], mask, pos[None, lo:hi], prefix_kv, self._empty(1))
             done = (ends >= lo) & (ends < hi)
-            last[done] = logits[ends[done] - lo]
-        cache.owner = owner
-        return last[which], cache, p + lengths[which], which
+            last[done] = logits[0, ends[done] - lo]
+            parts.append(presents)
+        tensors = [np.concatenate(ts, axis=2) if len(ts) > 1 else ts[0] for ts in zip(*parts)]
+        context = _Context(tensors, np.concatenate([np.full(p, _SHARED, np.int64), owner]))
+        return last[which], context, p + lengths[which], which
 
-    def _prefill_spans(self, p: int, starts: np.ndarray, lengths: np.ndarray) -> list[tuple[int, int]]:
-        """Split the packed prompt into calls of about ``prefill_tokens`` tokens at prompt
-        boundaries (bounds the (S, T) attention of one call)."""
+    def _prefill_spans(self, starts: np.ndarray, lengths: np.ndarray) -> list[tuple[int, int]]:
+        """Split the packed prompts into calls of about ``prefill_tokens`` tokens at prompt
+        boundaries: linear layers gain little from longer calls, masked attention costs S²."""
         spans, lo = [], 0
         for start, n in zip(starts.tolist(), lengths.tolist()):
             if start + n - lo > self.prefill_tokens and start > lo:
@@ -269,14 +286,19 @@ class OnnxProposer:
 
     def _propose_group(self, group: _Group, requests: Sequence[ProposalRequest],
                        rng: np.random.Generator) -> list[Expr | None]:
-        logits, cache, next_pos, which = self._prefill(group)
+        logits, context, next_pos, which = self._prefill(group)
         reqs = [requests[i] for i in group.rows]
-        tokens = self._decode(group, reqs, logits, cache, next_pos, which, rng)
+        tokens = self._decode(group, reqs, logits, context, next_pos, which, rng)
         return [self._to_expr(t, r, rng) for t, r in zip(tokens, reqs)]
 
-    def _decode(self, group: _Group, reqs: list[ProposalRequest], logits: np.ndarray, cache: _PackedCache,
+    def _decode(self, group: _Group, reqs: list[ProposalRequest], logits: np.ndarray, context: _Context,
                 next_pos: np.ndarray, which: np.ndarray, rng: np.random.Generator) -> list[list[int] | None]:
-        """Grammar-constrained sampling until every row's tree is complete."""
+        """Grammar-constrained sampling until every row's tree is complete.
+
+        The packed prompts stay in the read-only context; ``past`` holds only the children.
+        At step ``k`` every active row has exactly ``k`` child tokens, so ``past`` needs no
+        padding and finished rows simply leave the batch.
+        """
         table = self._grammar_table(group.fields)
         n = len(reqs)
         budget = np.array([self._budget(r) for r in reqs], np.int64)
@@ -284,12 +306,12 @@ class OnnxProposer:
         need, length = np.ones(n, np.int64), np.zeros(n, np.int64)
         out = np.zeros((n, int(budget.max())), np.int64)
         ok_rows = np.ones(n, bool)
-        # visible[r, t]: row r may attend key t. Prompt keys are fixed; each step adds one key per active row.
-        t0 = cache.length
-        visible = np.zeros((n, t0 + n * int(budget.max())), bool)
-        visible[:, :t0] = (cache.owner[None, :] == _SHARED) | (cache.owner[None, :] == which[:, None])
-        active = np.arange(n)  # rows still decoding, aligned with logits rows
-        t = t0
+        # Row r sees the prefix and its own prompt in the context, then all of its past and itself.
+        c = len(context.owner)
+        visible = np.ones((n, 1, c + int(budget.max())), bool)
+        visible[:, 0, :c] = (context.owner[None, :] == _SHARED) | (context.owner[None, :] == which[:, None])
+        past = self._empty(n)
+        active = np.arange(n)  # rows still decoding, aligned with logits and past rows
         while True:
             allowed = table.allowed(length[active], need[active], budget[active], n_consts[active])
             tok, ok = sample_tokens(logits, allowed, self.temperature, self.top_k, rng)
@@ -301,12 +323,14 @@ class OnnxProposer:
             keep = ok & (need[active] > 0)
             if not keep.any():
                 break
-            active, tok = active[keep], tok[keep]
-            m = len(active)
-            visible[active, t + np.arange(m)] = True  # each new token sees itself
-            logits, cache.tensors = self._run(tok, visible[active, :t + m], next_pos[active], cache.tensors)
+            if not keep.all():  # finished rows leave the batch
+                active, tok = active[keep], tok[keep]
+                past = [t[keep] for t in past]
+            k = int(length[active[0]])  # child tokens so far, the same for every active row
+            step, past = self._run(tok[:, None], visible[active, :, :c + k], next_pos[active, None],
+                                   context.tensors, past)
+            logits = step[:, 0, :]
             next_pos[active] += 1
-            t += m
         return [out[r, :length[r]].tolist() if ok_rows[r] else None for r in range(n)]
 
     def _to_expr(self, tokens: list[int] | None, req: ProposalRequest, rng: np.random.Generator) -> Expr | None:

@@ -39,7 +39,7 @@ class NeuralProposerPlugin(pysr.AbstractPlugin):
         from pysr.julia_import import jl
 
         ensure_bridge_loaded()
-        return jl.seval(self.spec.julia_source())
+        return self.spec.build(jl.TTSRBridge)
 
 
 def bridge_stats() -> dict[str, int]:

@@ -81,17 +81,10 @@ class NeuralSpec:
         return JuliaPluginSpec(host, port, self.weight, self.timeout_s, self.feedback, self.require_server)
 
 
-def _julia_bool(b: bool) -> str:
-    return "true" if b else "false"
-
-
-def _julia_float(x: float) -> str:
-    return repr(float(x))  # Python's shortest repr is valid Julia Float64 syntax for finite values
-
-
 @dataclass(frozen=True)
 class JuliaPluginSpec:
-    """``TTSRBridge.NeuralProposerPlugin(...)`` for one server address, as Julia source."""
+    """``TTSRBridge.NeuralProposerPlugin(...)`` for one server address: validated values that
+    :meth:`build` passes to the Julia constructors."""
 
     host: str
     port: int
@@ -101,21 +94,27 @@ class JuliaPluginSpec:
     require_server: bool
 
     def __post_init__(self) -> None:
-        # The source below is evaluated by Julia: only validated values go into it.
+        # Only validated values cross into Julia.
         ipaddress.ip_address(self.host)  # raises ValueError on anything but an IP literal
         if isinstance(self.port, bool) or not isinstance(self.port, int) or not (1 <= self.port <= 65535):
             raise ValueError(f"port must be an integer in [1, 65535], got {self.port!r}")
         if not (math.isfinite(self.weight) and math.isfinite(self.timeout_s)):
             raise ValueError("weight and timeout must be finite")
 
-    def julia_source(self) -> str:
-        return (
-            "TTSRBridge.NeuralProposerPlugin(; "
-            f'config=TTSRBridge.BridgeConfig(; host="{self.host}", port={self.port}, '
-            f"timeout_s={_julia_float(self.timeout_s)}), "
-            f"weight={_julia_float(self.weight)}, feedback={_julia_bool(self.feedback)}, "
-            f"require_server={_julia_bool(self.require_server)})"
-        )
+    def config_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``TTSRBridge.BridgeConfig``."""
+        return {"host": self.host, "port": int(self.port), "timeout_s": float(self.timeout_s)}
+
+    def plugin_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``TTSRBridge.NeuralProposerPlugin`` besides ``config``."""
+        return {"weight": float(self.weight), "feedback": bool(self.feedback),
+                "require_server": bool(self.require_server)}
+
+    def build(self, bridge_module: Any) -> Any:
+        """The Julia plugin object, built by calling the constructors of ``bridge_module``
+        (juliacall's ``jl.TTSRBridge``) with typed keyword arguments — no Julia source text."""
+        config = bridge_module.BridgeConfig(**self.config_kwargs())
+        return bridge_module.NeuralProposerPlugin(config=config, **self.plugin_kwargs())
 
 
 @dataclass(frozen=True)
@@ -191,6 +190,6 @@ def combined_init_signature(base_init: Callable[..., Any], extra: dict[str, Any]
     return inspect.Signature(params)
 
 
-def plugin_sources(plugins: Sequence[Any]) -> list[str]:
-    """Julia source of every :class:`JuliaPluginSpec` in ``plugins`` (others are PySR's own)."""
-    return [p.julia_source() for p in plugins if isinstance(p, JuliaPluginSpec)]
+def plugin_specs(plugins: Sequence[Any]) -> list[JuliaPluginSpec]:
+    """Every :class:`JuliaPluginSpec` in ``plugins`` (others are PySR's own)."""
+    return [p for p in plugins if isinstance(p, JuliaPluginSpec)]

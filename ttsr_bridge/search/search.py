@@ -28,13 +28,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 ev = importlib.import_module("ttsr_bridge.expr.evaluate")  # the module, not the re-exported function
+from ..expr.operators import BY_NAME
 from ..expr.tree import Expr
 from .adaptive_parsimony import RunningSearchStatistics
 from .config import SearchConfig
 from .hall_of_fame import HallOfFame, ParetoEntry
 from .migration import migrate
 from .mutate import ALL_MUTATIONS
-from .mutation_functions import gen_random_tree
+from .mutation_functions import _AR, gen_random_tree
 from .options import SearchOptions
 from .population import Lineage, PopMember, Population
 from .random_stream import RandomStream
@@ -81,16 +82,68 @@ class SearchResult:
 
 
 def _load_simplifier():
-    """``simplify_tree`` then ``combine_operators`` (SR.jl's pair), from ttsr_bridge.expr."""
+    """``simplify_tree`` then ``combine_operators`` (SR.jl's pair), from ttsr_bridge.expr.
+
+    Most members are already in simplified form; :func:`_may_simplify` recognises those
+    exactly (no rewrite pattern anywhere) and returns them unchanged without rebuilding."""
     from ..expr.simplify import combine_operators, simplify_tree
 
     def simplify(tree: Expr) -> Expr:
+        if not _may_simplify(tree.codes):
+            return tree
         out = combine_operators(simplify_tree(tree))
         if out.codes == tree.codes and out.vals == tree.vals:
             return tree  # keep identity so that unchanged members are not rebuilt
         return out
 
     return simplify
+
+
+_ADD = -BY_NAME["+"].id
+_SUB = -BY_NAME["-"].id
+_MUL = -BY_NAME["*"].id
+
+
+def _may_simplify(codes: list[int]) -> bool:
+    """False only when neither rewrite of :mod:`ttsr_bridge.expr.simplify` can fire anywhere:
+    no operator whose children are all constants (``simplify_tree``'s folding), no ``+``/``*``
+    with a constant left child or with a constant right child under the same operator with a
+    constant child, no ``-`` nested in ``-`` beside a constant (``combine_operators``). Both
+    rewrites are bottom-up, so when no node matches on the original tree none matches later."""
+    n = len(codes)
+    if n == 1 or 0 not in codes:
+        return False
+    ar = _AR
+    second = [0] * n  # start of the right child of each binary node
+    stack: list[int] = []  # child start indices, the leftmost on top
+    for i in range(n - 1, -1, -1):
+        c = codes[i]
+        if c >= 0:
+            stack.append(i)
+            continue
+        if ar[c] == 1:
+            if codes[stack[-1]] == 0:
+                return True
+            stack[-1] = i
+            continue
+        left = stack.pop()
+        right = stack[-1]
+        stack[-1] = i
+        second[i] = right
+        cl = codes[left]
+        cr = codes[right]
+        if cl != 0 and cr != 0:
+            continue
+        if cl == 0 and cr == 0:
+            return True
+        if c == _ADD or c == _MUL:
+            if cl == 0 or (cl == c and (codes[left + 1] == 0 or codes[second[left]] == 0)):
+                return True
+        elif c == _SUB:
+            inner = right if cl == 0 else left
+            if codes[inner] == c and (codes[inner + 1] == 0 or codes[second[inner]] == 0):
+                return True
+    return False
 
 
 def _check_inputs(X, y, config: SearchConfig, variable_names) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:

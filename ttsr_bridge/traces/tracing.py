@@ -21,10 +21,16 @@ SR.jl function  →  here
 
 Members are duck-typed: any object with ``tree`` (an :class:`~ttsr_bridge.expr.tree.Expr`),
 ``loss``, ``cost``, ``complexity``, ``birth``, ``ref`` and ``parent`` (the engine's ``PopMember``).
-Trees are printed with :func:`ttsr_bridge.expr.printer.string_tree` (``x1..xn``, Julia floats),
-and each member's string is cached by ``ref`` so that a member printed once is never printed
-again. Non-finite floats are written as ``Infinity`` / ``-Infinity`` / ``NaN`` — what SR.jl's
-JSON3 writer emits with ``allow_inf=true``, and what Python's :mod:`json` reads by default.
+
+Speed: a traced search records one event per mutation, so the hooks only append small tuples
+of plain values (refs, the tree's ``codes`` / ``vals`` lists — trees are immutable values,
+docs/architecture.md §1 —, floats, strings) to the iteration; printing trees
+(:func:`~ttsr_bridge.expr.printer.string_tree` form) and JSON encoding happen in
+:class:`~.tracing_render.TraceRenderer`, by default in a writer process that the search feeds
+one :mod:`marshal`-ed batch per ``write`` (:mod:`.tracing_process`), so they run on another
+core. ``background=False`` renders in this process instead (same bytes). Non-finite floats are
+written as ``Infinity`` / ``-Infinity`` / ``NaN`` — what SR.jl's JSON3 writer emits with
+``allow_inf=true``, and what Python's :mod:`json` reads by default.
 """
 
 from __future__ import annotations
@@ -32,14 +38,23 @@ from __future__ import annotations
 import json
 import os
 import time
-from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any, Protocol
 
 from .records import TRACE_SCHEMA_VERSION
+from .tracing_render import (
+    OP_CROSSOVER,
+    OP_DEATH,
+    OP_ENTRY,
+    OP_MUTATE,
+    OP_START_ENTRY,
+    OP_TUNING,
+    TraceRenderer,
+    _FastStringTree,
+    render_search_line,
+)
 
 __all__ = [
     "TRACE_SCHEMA_VERSION",
@@ -49,12 +64,11 @@ __all__ = [
     "TracedMember",
 ]
 
-
-# The tree-string cache is cleared when it grows past this many refs; a population's members
-# are re-printed at most once after a clear, so the bound only costs a little throughput.
-_TREE_CACHE_LIMIT = 200_000
+# Re-exported for the printer-equality test (the class lives with the renderer).
+_ = _FastStringTree
 
 _DEFAULT_BUFFER_BYTES = 1 << 20
+_time = time.time
 
 
 class TracedMember(Protocol):
@@ -79,7 +93,7 @@ class MutationStepTrace:
     SR.jl leaves ``result`` and ``reason`` unset for mutations that return immediately
     (``simplify``, ``optimize``); ``None`` here omits them from the file the same way.
     Mutable on purpose: like SR.jl's dict, the engine may fill the type first and the result
-    once the child is judged.
+    once the child is judged (the fields are read when the step is passed to a hook).
     """
 
     type: str
@@ -100,121 +114,17 @@ class MutationStepTrace:
         return d
 
 
-def _load_string_tree() -> Callable[..., str]:
-    # Imported on first use: the printer is an independent module and a search that does not
-    # trace must not depend on it.
-    from ..expr.printer import string_tree
-
-    return string_tree
-
-
-class _FastStringTree:
-    """``string_tree(expr)`` (x1.. names, Julia floats) with the same output, several times faster.
-
-    Tracing prints one tree per traced child, which made printing the dominant cost of a traced
-    search. This printer keeps the exact output of :func:`ttsr_bridge.expr.printer.string_tree`
-    by learning each operator's form *from* ``string_tree`` (printing ``op(x1, x2)`` once), and
-    memoises constant strings; any operator whose form it cannot reproduce is printed by
-    ``string_tree`` itself (the whole tree). A test checks equality on random trees.
-    """
-
-    _CONST_MEMO_LIMIT = 100_000
-
-    def __init__(self, string_tree: Callable[..., str]) -> None:
-        from ..expr.printer import format_julia_float
-        from ..expr.tree import Expr
-
-        self._string_tree = string_tree
-        self._expr_cls = Expr
-        self._fmt = format_julia_float
-        # op code (negative) -> (arity, julia name, infix) or None when not reproducible
-        self._ops: dict[int, tuple[int, str, bool] | None] = {}
-        self._consts: dict[float, str] = {}
-
-    def _learn(self, code: int) -> tuple[int, str, bool] | None:
-        from ..expr.operators import OPERATORS
-
-        op = OPERATORS.get(-code)
-        if op is None:
-            return None  # string_tree raises the proper error
-        if op.arity == 1:
-            form = (1, op.julia, False)
-            probe = self._expr_cls([code, 1])
-            expect = f"{op.julia}(x1)"
-        elif op.arity == 2:
-            probe = self._expr_cls([code, 1, 2])
-            infix = self._string_tree(probe) == f"x1 {op.julia} x2"
-            form = (2, op.julia, infix)
-            expect = f"x1 {op.julia} x2" if infix else f"{op.julia}(x1, x2)"
-        else:
-            return None
-        return form if self._string_tree(probe) == expect else None
-
-    def __call__(self, expr: Any) -> str:
-        codes, vals = expr.codes, expr.vals
-        ops, consts = self._ops, self._consts
-        stack: list[str] = []
-        push, pop = stack.append, stack.pop
-        for i in range(len(codes) - 1, -1, -1):
-            c = codes[i]
-            if c == 0:
-                v = vals[i]
-                s = consts.get(v) if v != 0.0 else None  # 0.0 == -0.0 in a dict: not memoised
-                if s is None:
-                    s = self._fmt(v)
-                    if v != 0.0 and v == v:
-                        if len(consts) >= self._CONST_MEMO_LIMIT:
-                            consts.clear()
-                        consts[v] = s
-                push(s)
-            elif c > 0:
-                push(f"x{c}")
-            else:
-                form = ops.get(c, False)
-                if form is False:
-                    form = ops[c] = self._learn(c)
-                if form is None or len(stack) < form[0]:
-                    return self._string_tree(expr)
-                if form[0] == 1:
-                    a = pop()
-                    if a[0] == "(" and a[-1] == ")":
-                        a = a[1:-1]
-                    push(f"{form[1]}({a})")
-                else:
-                    a = pop()
-                    b = pop()
-                    if form[2]:
-                        push(f"({a} {form[1]} {b})")
-                    else:
-                        if a[0] == "(" and a[-1] == ")":
-                            a = a[1:-1]
-                        if b[0] == "(" and b[-1] == ")":
-                            b = b[1:-1]
-                        push(f"{form[1]}({a}, {b})")
-        if len(stack) != 1:
-            return self._string_tree(expr)  # malformed: let string_tree raise its error
-        s = stack[0]
-        return s[1:-1] if s[0] == "(" and s[-1] == ")" else s
-
-
-def _jfloat(x: float) -> str:
-    """A float as JSON text; non-finite as SR.jl's JSON3 (``allow_inf``) writes them."""
-    r = float.__repr__(float(x))
-    return _NONFINITE.get(r, r)
-
-
-_NONFINITE = {"inf": "Infinity", "-inf": "-Infinity", "nan": "NaN"}
 class TraceWriter:
     """Writes one search's trace file (JSON Lines) — SR.jl's ``initialize_trace!`` + ``write_trace``.
 
     ``options_string`` is the ``options`` field of the ``search`` record (SR.jl writes
-    ``string(options)``; any readable dump of the config). Lines are buffered; call
-    :meth:`close` (or use the writer as a context manager) to flush them.
+    ``string(options)``; any readable dump of the config), written (and flushed) on open; an
+    unwritable path raises here. Call :meth:`close` (or use the writer as a context manager):
+    it waits until every written iteration is in the file, and raises
+    :class:`~.tracing_process.TraceWriterError` if the writer process failed.
 
-    Speed matters (a traced search writes one event per mutation), so records are rendered
-    straight to JSON text fragments as events arrive instead of building nested dicts for
-    :mod:`json`: member trees are printed and JSON-escaped once (cached by tree object and by
-    content), and an iteration line is a join of ready fragments.
+    ``background=True`` (the default where the platform allows it) renders in a writer process;
+    ``False`` renders in this process. The bytes are the same either way.
     """
 
     def __init__(
@@ -223,26 +133,24 @@ class TraceWriter:
         options_string: str,
         *,
         buffer_bytes: int = _DEFAULT_BUFFER_BYTES,
+        background: bool | None = None,
     ) -> None:
+        from .tracing_process import InlineSink, open_sink
+
         self.path = Path(path)
-        self._string_tree: Callable[[Any], str] = _FastStringTree(_load_string_tree())
-        # Trees by content -> JSON string: many traced children are copies of their parent
-        # (rejected moves) and members are re-dumped every iteration. Content keys (int tuples,
-        # bytes) keep no tree alive and add no work for the garbage collector.
-        self._content_cache: dict[tuple[tuple[int, ...], bytes], str] = {}
-        self._step_cache: dict[tuple[str, str | None, str | None], str] = {}
         self._details_cache: dict[tuple[tuple[str, Any], ...], str] = {}
-        self._file = open(self.path, "w", encoding="utf-8", buffering=buffer_bytes)
-        self.lines_written = 0
-        self._emit(json.dumps(
-            {
-                "schema_version": TRACE_SCHEMA_VERSION,
-                "record_type": "search",
-                "started_at": time.time(),
-                "options": str(options_string),
-            },
-            separators=(",", ":"),
-        ))
+        self._renderer: TraceRenderer | None = None  # for render() / tree_string() here
+        file = open(self.path, "w", encoding="utf-8", buffering=buffer_bytes)
+        try:
+            file.write(render_search_line(options_string, time.time()))
+            file.write("\n")
+            file.flush()
+            self._sink = open_sink(file, buffer_bytes, background)
+        except BaseException:
+            file.close()
+            raise
+        self.background = not isinstance(self._sink, InlineSink)
+        self.lines_written = 1
 
     # ---- context manager -------------------------------------------------------------------
     def __enter__(self) -> TraceWriter:
@@ -253,7 +161,7 @@ class TraceWriter:
 
     @property
     def closed(self) -> bool:
-        return self._file.closed
+        return self._sink.closed
 
     # ---- SR.jl hooks -----------------------------------------------------------------------
     def iteration_start(
@@ -266,43 +174,36 @@ class TraceWriter:
         return IterationTrace(self, int(out), int(pop), int(iteration), members)
 
     def write(self, it: IterationTrace) -> None:
-        """SR.jl ``write_trace``: append the iteration as one JSON line."""
-        self._emit(it.render())
+        """SR.jl ``write_trace``: append the iteration as one JSON line.
+
+        The line reaches the file asynchronously (in order); :meth:`close` waits for it.
+        """
+        if self._sink.closed:
+            raise ValueError("write to a closed TraceWriter")
+        self._sink.send(it.batch())
+        self.lines_written += 1
 
     def close(self) -> None:
-        """Flush and close the file (idempotent)."""
-        if not self._file.closed:
-            self._file.close()
+        """Wait for every written line to reach the file, then close it (idempotent)."""
+        self._sink.close()
+
+    def abort(self) -> None:
+        """Stop now: iterations still being written may be lost or cut (a truncated last line,
+        which readers skip). For a process being torn down; :meth:`close` is the normal end."""
+        self._sink.abort()
 
     # ---- helpers ---------------------------------------------------------------------------
-    def tree_json(self, member: TracedMember) -> str:
-        """``string_tree(member.tree)`` (x1.. names) as a JSON string literal, cached."""
-        tree = member.tree
-        key = (tuple(tree.codes), array("d", tree.vals).tobytes())  # bytes: -0.0 != 0.0
-        s = self._content_cache.get(key)
-        if s is None:
-            s = encode_basestring_ascii(self._string_tree(tree))
-            if len(self._content_cache) >= _TREE_CACHE_LIMIT:
-                self._content_cache.clear()
-            self._content_cache[key] = s
-        return s
+    @property
+    def renderer(self) -> TraceRenderer:
+        """A renderer in this process (for :meth:`IterationTrace.render` and inspection)."""
+        if self._renderer is None:
+            self._renderer = TraceRenderer()
+        return self._renderer
 
     def tree_string(self, member: TracedMember) -> str:
         """``string_tree(member.tree)`` with ``x1..`` names (the text in the file)."""
-        return json.loads(self.tree_json(member))
-
-    def member_fields(self, m: TracedMember) -> str:
-        """A ``members`` entry's fields as JSON text, without braces."""
-        return (f'"tree":{self.tree_json(m)},"loss":{_jfloat(m.loss)},"cost":{_jfloat(m.cost)},'
-                f'"complexity":{int(m.complexity)},"birth":{int(m.birth)},"ref":{int(m.ref)},'
-                f'"parent":{int(m.parent)}')
-
-    def step_json(self, step: MutationStepTrace) -> str:
-        key = (step.type, step.result, step.reason)
-        s = self._step_cache.get(key)
-        if s is None:
-            s = self._step_cache[key] = json.dumps(step.to_json(), separators=(",", ":"))
-        return s
+        tree = member.tree
+        return json.loads(self.renderer.tree_json(tree.codes, tree.vals))
 
     def details_json(self, details: dict[str, Any] | MutationStepTrace) -> str:
         """A crossover's ``details`` as JSON (``type`` defaults to SR.jl's ``subtree_crossover``)."""
@@ -317,20 +218,25 @@ class TraceWriter:
             s = self._details_cache[key] = json.dumps(d, separators=(",", ":"))
         return s
 
-    def _emit(self, line: str) -> None:
-        self._file.write(line)
-        self._file.write("\n")
-        self.lines_written += 1
+
+def _entry_op(m: TracedMember) -> tuple[Any, ...]:
+    """The ``mutations`` entry of ``m`` as its state is now (SR.jl ``_trace_member!``)."""
+    t = m.tree
+    return (OP_ENTRY, m.ref, t.codes, t.vals, m.cost, m.loss, m.parent)
 
 
 class IterationTrace:
-    """One ``iteration`` record being built (SR.jl's per-iteration ``trace`` dict)."""
+    """One ``iteration`` record being built (SR.jl's per-iteration ``trace`` dict).
+
+    Holds the population at the start and the iteration's events as compact tuples
+    (:mod:`.tracing_render` describes them); :meth:`render` gives the JSON line.
+    """
 
     __slots__ = (
-        "_events",
-        "_heads",
-        "_member_fields",
         "_members",
+        "_ops",
+        "_seen",
+        "_start_refs",
         "_writer",
         "iteration",
         "output",
@@ -347,15 +253,15 @@ class IterationTrace:
         self.population = population
         self.iteration = iteration
         self.started_at = time.time()
-        # The population at the start: (ref, fields JSON) in order.
-        self._members = [(int(m.ref), writer.member_fields(m)) for m in members]
-        self._member_fields: dict[int, str] | None = None
-        # The ``mutations`` object as text: ref -> the entry's fixed fields, and ref -> its
-        # events: "" (none), one JSON string, or a list of them once a second arrives. Mostly
-        # strings, so tracing adds little garbage-collector work; lists only for the few members
-        # with several events (a tournament winner may have hundreds: no quadratic joins).
-        self._heads: dict[int, str] = {}
-        self._events: dict[int, str | list[str]] = {}
+        # The population at the start, in order, as its state is now.
+        self._members = [
+            (m.ref, m.tree.codes, m.tree.vals, m.loss, m.cost, m.complexity, m.birth, m.parent)
+            for m in members
+        ]
+        self._ops: list[tuple[Any, ...]] = []
+        # Refs with a ``mutations`` entry in this iteration (first state wins, as SR.jl).
+        self._seen: set[int] = set()
+        self._start_refs: set[int] | None = None
 
     # ---- SR.jl hooks -----------------------------------------------------------------------
     def mutation_attempts(
@@ -371,32 +277,34 @@ class IterationTrace:
         that was kept, as SR.jl's ``selected_attempt_idx``. ``replaced`` is the member that the
         kept child replaces (``None`` when the result is skipped); it gets a ``death`` event.
         """
-        # Hot path (one call per mutation): one clock read, cached step JSON, inlined lookups.
-        heads, events = self._heads, self._events
-        entry = self._entry
-        step_json = self._writer.step_json
-        now = float.__repr__(time.time())
+        # Hot path (one call per mutation): one clock read, set lookups and tuple appends only.
+        seen = self._seen
+        append = self._ops.append
+        now = _time()
         if replaced is not None:
-            entry(replaced)
-        for attempt_idx, (parent, child, step_trace) in enumerate(steps, start=1):
+            rref = replaced.ref
+            if rref not in seen:
+                seen.add(rref)
+                t = replaced.tree
+                append((OP_ENTRY, rref, t.codes, t.vals, replaced.cost, replaced.loss,
+                        replaced.parent))
+        idx = 0
+        for parent, child, step in steps:
+            idx += 1
             pref = parent.ref
-            if pref not in heads:
-                entry(parent)
+            if pref not in seen:
+                seen.add(pref)
+                t = parent.tree
+                append((OP_ENTRY, pref, t.codes, t.vals, parent.cost, parent.loss, parent.parent))
             cref = child.ref
-            if cref not in heads:
-                entry(child)
-            ev = (f'{{"type":"mutate","time":{now},"child":{cref},"selected":'
-                  f'{"true" if attempt_idx == selected_idx else "false"},'
-                  f'"mutation":{step_json(step_trace)}}}')
-            prev = events[pref]
-            if not prev:
-                events[pref] = ev
-            elif prev.__class__ is list:
-                prev.append(ev)
-            else:
-                events[pref] = [prev, ev]
+            if cref not in seen:
+                seen.add(cref)
+                t = child.tree
+                append((OP_ENTRY, cref, t.codes, t.vals, child.cost, child.loss, child.parent))
+            append((OP_MUTATE, pref, cref, idx == selected_idx, now, step.type, step.result,
+                    step.reason))
         if replaced is not None:
-            self._add_event(replaced.ref, f'{{"type":"death","time":{now}}}')
+            append((OP_DEATH, rref, now))
 
     def crossover(
         self,
@@ -413,20 +321,13 @@ class IterationTrace:
         ``details`` is SR.jl's crossover trace (``{"type": "subtree_crossover", "result": ...,
         "reason": ...}``); a :class:`MutationStepTrace` is accepted too.
         """
+        seen = self._seen
         for m in (parent1, parent2, child1, child2, replaced1, replaced2):
-            self._entry(m)
-        event = (
-            f'{{"type":"crossover","time":{float.__repr__(time.time())},'
-            f'"parent1":{int(parent1.ref)},"parent2":{int(parent2.ref)},'
-            f'"child1":{int(child1.ref)},"child2":{int(child2.ref)},'
-            f'"details":{self._writer.details_json(details)}}}'
-        )
-        # SR.jl pushes the same event object on both parents.
-        self._add_event(parent1.ref, event)
-        self._add_event(parent2.ref, event)
-        death = _death()
-        self._add_event(replaced1.ref, death)
-        self._add_event(replaced2.ref, death)
+            if m.ref not in seen:
+                seen.add(m.ref)
+                self._ops.append(_entry_op(m))
+        self._ops.append((OP_CROSSOVER, parent1.ref, parent2.ref, child1.ref, child2.ref, _time(),
+                          self._writer.details_json(details), replaced1.ref, replaced2.ref))
 
     def optimization(
         self, member: TracedMember, old_ref: int, new_ref: int, optimized: bool
@@ -437,66 +338,33 @@ class IterationTrace:
         constants were optimised (SR.jl also requires ``should_optimize_constants``: the engine
         passes ``False`` when that option is off).
         """
-        self._entry(member)
-        mutation_type = "simplification_and_optimization" if optimized else "simplification"
-        now = float.__repr__(time.time())
-        if old_ref not in self._heads:
-            self._heads[old_ref] = self._start_fields(int(old_ref))
-            self._events[old_ref] = ""
-        self._add_event(old_ref, f'{{"type":"tuning","time":{now},"child":{int(new_ref)},'
-                                 f'"mutation":{{"type":"{mutation_type}"}}}}')
-        self._add_event(old_ref, f'{{"type":"death","time":{now}}}')
+        seen = self._seen
+        if member.ref not in seen:
+            seen.add(member.ref)
+            self._ops.append(_entry_op(member))
+        if old_ref not in seen:
+            # Known only from the iteration's start: SR.jl copies its members dump.
+            if self._start_refs is None:
+                self._start_refs = {m[0] for m in self._members}
+            if old_ref not in self._start_refs:
+                raise KeyError(
+                    f"trace_optimization: ref {old_ref} is neither traced in this iteration nor "
+                    "a member at its start"
+                )
+            seen.add(old_ref)
+            self._ops.append((OP_START_ENTRY, old_ref))
+        self._ops.append((OP_TUNING, old_ref, new_ref, _time(), bool(optimized)))
 
     # ---- record ----------------------------------------------------------------------------
+    def batch(self) -> tuple[Any, ...]:
+        """The iteration as a batch of plain values (see :mod:`.tracing_render`)."""
+        return (self.output, self.population, self.iteration, self.started_at, self._members,
+                self._ops)
+
     def render(self) -> str:
         """The ``iteration`` record as one line of JSON (SR.jl's fields)."""
-        members = ",".join("{" + f + "}" for _, f in self._members)
-        events = self._events
-        muts = ",".join(
-            f'"{ref}":{{"events":[{ev if isinstance(ev, str) else ",".join(ev)}],{head}}}'
-            for ref, head, ev in ((r, h, events[r]) for r, h in self._heads.items())
-        )
-        return (
-            f'{{"schema_version":{TRACE_SCHEMA_VERSION},"record_type":"iteration",'
-            f'"output":{self.output},"population":{self.population},"iteration":{self.iteration},'
-            f'"started_at":{float.__repr__(self.started_at)},"members":[{members}],'
-            f'"mutations":{{{muts}}}}}'
-        )
+        return self._writer.renderer.render(self.batch())
 
     def to_json(self) -> dict[str, Any]:
-        """The record as a parsed dict (for inspection; the writer uses :meth:`render`)."""
+        """The record as a parsed dict (for inspection)."""
         return json.loads(self.render())
-
-    # ---- helpers ---------------------------------------------------------------------------
-    def _entry(self, m: TracedMember) -> None:
-        """SR.jl ``_trace_member!``: register ``m`` in ``mutations`` once (first state wins)."""
-        ref = m.ref
-        if ref not in self._heads:
-            self._heads[ref] = (f'"tree":{self._writer.tree_json(m)},"cost":{_jfloat(m.cost)},'
-                                f'"loss":{_jfloat(m.loss)},"parent":{int(m.parent)}')
-            self._events[ref] = ""
-
-    def _add_event(self, ref: int, event: str) -> None:
-        prev = self._events[ref]
-        if not prev:
-            self._events[ref] = event
-        elif isinstance(prev, list):
-            prev.append(event)
-        else:
-            self._events[ref] = [prev, event]
-
-    def _start_fields(self, ref: int) -> str:
-        """Fields of a member known only from the iteration's start (SR.jl copies its dump)."""
-        if self._member_fields is None:
-            self._member_fields = dict(self._members)
-        found = self._member_fields.get(ref)
-        if found is None:
-            raise KeyError(
-                f"trace_optimization: ref {ref} is neither traced in this iteration nor a member "
-                "at its start"
-            )
-        return found
-
-
-def _death() -> str:
-    return f'{{"type":"death","time":{float.__repr__(time.time())}}}'

@@ -47,6 +47,7 @@ __all__ = [
     "OP_TUNING",
     "TraceRenderer",
     "jfloat",
+    "operator_forms",
     "render_search_line",
     "step_to_json",
 ]
@@ -93,6 +94,11 @@ def render_search_line(options: str, started_at: float) -> str:
         },
         separators=(",", ":"),
     )
+
+
+def operator_forms() -> list[tuple[int, int, str, bool]]:
+    """The printing form of every registered operator (see :meth:`_FastStringTree.forms`)."""
+    return _FastStringTree(_load_string_tree()).forms()
 
 
 def _load_string_tree() -> Callable[..., str]:
@@ -144,6 +150,30 @@ class _FastStringTree:
         else:
             return None
         return form if self._string_tree(probe) == expect else None
+
+    def forms(self) -> list[tuple[int, int, str, bool]]:
+        """``(code, arity, julia name, infix)`` of every registered operator printed exactly.
+
+        A writer process gets this table from the search's process, so operators registered
+        there at run time (``register_operator``) print the same in the writer.
+        """
+        from ..expr.operators import OPERATORS
+
+        out = []
+        for oid in sorted(OPERATORS):
+            form = self._ops.get(-oid, False)
+            if form is False:
+                form = self._ops[-oid] = self._learn(-oid)
+            if form is not None:
+                out.append((-oid, *form))
+        return out
+
+    def set_forms(self, forms: Sequence[Sequence[Any]]) -> None:
+        """Use operator forms from :meth:`forms` (of another process)."""
+        for code, arity, julia, infix in forms:
+            if int(arity) not in (1, 2) or not isinstance(julia, str):
+                raise ValueError(f"bad operator form {(code, arity, julia, infix)!r}")
+            self._ops[int(code)] = (int(arity), julia, bool(infix))
 
     def __call__(self, expr: Any) -> str:
         return self.print_lists(expr.codes, expr.vals)
@@ -212,7 +242,7 @@ class TraceRenderer:
         # the vals bytes tell -0.0 from 0.0, which a float tuple would not.
         self._tree_cache: dict[tuple[tuple[int, ...], bytes], str] = {}
         self._step_cache: dict[tuple[str, str | None, str | None], str] = {}
-        self._time_cache: tuple[float, str] = (0.0, "0.0")
+        self._time_cache: tuple[float, str] = (float("nan"), "")
 
     # ---- fragments -------------------------------------------------------------------------
     def tree_json(self, codes: Sequence[int], vals: Sequence[float]) -> str:
@@ -243,7 +273,7 @@ class TraceRenderer:
     def _time(self, t: float) -> str:
         # Every event of one engine call shares its clock read: format it once.
         last, s = self._time_cache
-        if t != last or s == "0.0":
+        if t != last:
             s = _float_repr(float(t))
             self._time_cache = (t, s)
         return s

@@ -23,7 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--name", help="problem name inside --problem")
     p.add_argument("--preset", choices=("pysr", "basic"), default="pysr", help="engine preset (default: pysr)")
     p.add_argument("--time-limit", type=float, default=None, metavar="S", help="wall-clock budget in seconds")
-    p.add_argument("--niterations", type=int, default=None, metavar="N", help="number of iterations")
+    p.add_argument("--niterations", type=int, default=None, metavar="N",
+                   help="number of iterations (default: PySR's 100, unbounded when only --time-limit "
+                        "or --max-evals is given)")
     p.add_argument("--max-evals", type=int, default=None, metavar="N", help="evaluation budget")
     p.add_argument("--binary-operators", default=None, help="comma-separated, e.g. '+,-,*,/'")
     p.add_argument("--unary-operators", default=None, help="comma-separated, e.g. 'sin,cos,exp'")
@@ -129,11 +131,14 @@ def run(args: argparse.Namespace) -> int:
     if unary is None and fi.unary_operators is not None:
         unary = list(fi.unary_operators)
     neural_weight = args.neural_weight if args.neural_weight is not None else (1.0 if args.proposer else 0.0)
+    niterations = args.niterations
+    if niterations is None and (args.time_limit is not None or args.max_evals is not None):
+        niterations = 1_000_000  # a time / evaluation budget alone bounds the search
     model = SRRegressor(
         preset=args.preset,
         binary_operators=binary,
         unary_operators=unary,
-        niterations=args.niterations,
+        niterations=niterations,
         timeout_in_seconds=args.time_limit,
         max_evals=args.max_evals,
         maxsize=args.maxsize,

@@ -87,3 +87,19 @@ def test_sample_constant_is_finite_and_near_parent():
     near = [v for v in vals if 3.0 / 1.25 <= v <= 3.0 * 1.25]
     assert 0.4 < len(near) / len(vals) < 0.7  # about half perturb the parent constant
     assert np.isfinite(sample_constant([], float("nan"), rng))
+
+
+def test_grammar_table_equals_allowed_tokens():
+    from ttsr_bridge.propose.sampling import GrammarTable
+
+    rng = np.random.default_rng(3)
+    tok = Tokenizer()
+    masks = _masks(tok, OperatorSet.from_names(["+", "*"], ["cos"]), 3)
+    table = GrammarTable(masks)
+    n = 500
+    budget = rng.integers(1, 40, size=n)
+    length = rng.integers(0, 39, size=n) % budget
+    need = 1 + rng.integers(0, 40, size=n) % np.maximum(budget - length, 1)
+    n_consts = rng.integers(0, 25, size=n)
+    want = allowed_tokens(masks, length, need, budget, n_consts)
+    assert np.array_equal(table.allowed(length, need, budget, n_consts), want)

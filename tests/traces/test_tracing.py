@@ -36,7 +36,7 @@ def member(tree: Expr, loss: float, parent: int = -1, birth: int = 0) -> Member:
     return Member(tree, loss, loss, len(tree), birth, next(_refs), parent)
 
 
-def write_small_trace(path: Path) -> dict[str, Member]:
+def write_small_trace(path: Path, background: bool | None = None) -> dict[str, Member]:
     """A two-iteration trace exercising every hook; returns the members by name."""
     a = member(op("+", op("*", var(0), const(2.5)), op("sin", var(1))), 0.0123, birth=3)
     b = member(var(0), 1.25, birth=1)
@@ -48,7 +48,7 @@ def write_small_trace(path: Path) -> dict[str, Member]:
     h = member(op("+", var(0), var(1)), 0.5, parent=c.ref)
     tuned = member(op("+", op("*", var(0), const(2.4999999999999996)), op("sin", var(1))),
                    0.0122, parent=a.ref)
-    with TraceWriter(path, "SearchConfig(populations=2)") as tw:
+    with TraceWriter(path, "SearchConfig(populations=2)", background=background) as tw:
         it = tw.iteration_start(1, 1, 0, [a, b, c, d])
         it.mutation_attempts([(a, e, MutationStepTrace("rotate_tree", "accept", "pass"))], d, 1)
         it.mutation_attempts(
@@ -68,9 +68,10 @@ def write_small_trace(path: Path) -> dict[str, Member]:
     return dict(a=a, b=b, c=c, d=d, e=e, f=f, g=g, h=h, tuned=tuned)
 
 
-def test_round_trip(tmp_path: Path) -> None:
+@pytest.mark.parametrize("background", [False, True], ids=["inline", "process"])
+def test_round_trip(tmp_path: Path, background: bool) -> None:
     path = tmp_path / "t.jsonl"
-    m = write_small_trace(path)
+    m = write_small_trace(path, background)
     tf = read_trace(path, strict=True)
     assert tf.search is not None and tf.search.options == "SearchConfig(populations=2)"
     assert tf.skipped == 0 and len(tf.iterations) == 2
@@ -118,9 +119,10 @@ def test_file_is_sr_jl_format(tmp_path: Path) -> None:
 
 def test_tree_strings_are_cached(tmp_path: Path) -> None:
     calls = []
-    with TraceWriter(tmp_path / "t.jsonl", "x") as tw:
-        inner = tw._string_tree
-        tw._string_tree = lambda t: calls.append(1) or inner(t)
+    with TraceWriter(tmp_path / "t.jsonl", "x", background=False) as tw:
+        fast = tw._sink._renderer.string_tree
+        inner = fast.print_lists
+        fast.print_lists = lambda c, v: calls.append(1) or inner(c, v)
         a = member(op("sin", var(0)), 1.0)
         for i in range(5):
             tw.write(tw.iteration_start(1, 1, i, [a, a]))
@@ -163,3 +165,164 @@ def test_fast_printer_matches_string_tree() -> None:
     for _ in range(3000):
         e = Expr(*grow(5))
         assert fast(e) == string_tree(e), (e.codes, e.vals)
+
+
+# ---- byte-for-byte against a plain reference (SR.jl's dict semantics + json.dumps) ---------------
+
+def _random_tree(rng) -> Expr:
+    import numpy as np
+
+    specials = [0.0, -0.0, math.inf, -math.inf, math.nan, 1e-300, -2.5e17, 0.1, 1e6]
+
+    def grow(depth: int) -> tuple[list[int], list[float]]:
+        if depth == 0 or rng.random() < 0.3:
+            if rng.random() < 0.5:
+                v = specials[rng.integers(len(specials))] if rng.random() < 0.3 else rng.normal()
+                return [0], [float(v)]
+            return [int(rng.integers(1, 4))], [0.0]
+        name = ["+", "-", "*", "/", "sin", "cos", "exp", "square"][rng.integers(8)]
+        sub = [grow(depth - 1) for _ in range(1 if name in ("sin", "cos", "exp", "square") else 2)]
+        codes = [op(name, *[var(0)] * len(sub)).codes[0]]
+        vals = [0.0]
+        for c, v in sub:
+            codes += c
+            vals += v
+        return codes, vals
+
+    del np
+    return Expr(*grow(4))
+
+
+class _Reference:
+    """SR.jl's Tracing.jl semantics on plain dicts, dumped with json.dumps."""
+
+    def __init__(self, tw: TraceWriter) -> None:
+        self.tw = tw
+        self.lines: list[str] = []
+        self.rec: dict = {}
+
+    def start(self, members: list[Member], started_at: float) -> None:
+        self.rec = {"schema_version": 1, "record_type": "iteration", "output": 1, "population": 1,
+                    "iteration": 0, "started_at": started_at,
+                    "members": [{"tree": self.tw.tree_string(m), "loss": float(m.loss),
+                                 "cost": float(m.cost), "complexity": m.complexity,
+                                 "birth": m.birth, "ref": m.ref, "parent": m.parent}
+                                for m in members],
+                    "mutations": {}}
+
+    def entry(self, m: Member) -> None:
+        muts = self.rec["mutations"]
+        if str(m.ref) not in muts:
+            muts[str(m.ref)] = {"events": [], "tree": self.tw.tree_string(m),
+                                "cost": float(m.cost), "loss": float(m.loss), "parent": m.parent}
+
+    def event(self, ref: int, ev: dict) -> None:
+        self.rec["mutations"][str(ref)]["events"].append(ev)
+
+    def end(self) -> None:
+        self.lines.append(json.dumps(self.rec, separators=(",", ":")))
+
+
+def test_bytes_match_a_plain_json_reference(tmp_path: Path, monkeypatch) -> None:
+    import numpy as np
+
+    from ttsr_bridge.traces import tracing
+
+    clock = iter(1.7e9 + 0.001 * k for k in itertools.count())
+    now = {"t": 0.0}
+
+    def fake_time() -> float:
+        now["t"] = next(clock)
+        return now["t"]
+
+    monkeypatch.setattr(tracing, "_time", fake_time)
+    monkeypatch.setattr(tracing.time, "time", fake_time)
+    rng = np.random.default_rng(3)
+    path = tmp_path / "t.jsonl"
+    with TraceWriter(path, "opts", background=False) as tw:
+        ref = _Reference(tw)
+        pop = [member(_random_tree(rng), float(rng.choice([0.5, math.inf, math.nan, 1e-3])))
+               for _ in range(6)]
+        for it_no in range(3):
+            it = tw.iteration_start(1, 1, it_no, pop)
+            ref.start(pop, now["t"])
+            ref.rec["iteration"] = it_no
+            for _ in range(40):
+                kind = rng.integers(3)
+                if kind == 0:
+                    parent = pop[rng.integers(len(pop))]
+                    child = member(_random_tree(rng) if rng.random() < 0.7 else parent.tree,
+                                   float(rng.normal() ** 2), parent=parent.ref)
+                    kill = rng.integers(len(pop)) if rng.random() < 0.8 else None
+                    step = MutationStepTrace(str(rng.choice(["swap_operands", "neural"])),
+                                             *(("accept", "pass") if kill is not None
+                                               else (None, None)))
+                    it.mutation_attempts([(parent, child, step)],
+                                         pop[kill] if kill is not None else None, 1)
+                    if kill is not None:
+                        ref.entry(pop[kill])
+                    ref.entry(parent)
+                    ref.entry(child)
+                    ref.event(parent.ref, {"type": "mutate", "time": now["t"], "child": child.ref,
+                                           "selected": True, "mutation": step.to_json()})
+                    if kill is not None:
+                        ref.event(pop[kill].ref, {"type": "death", "time": now["t"]})
+                        pop[kill] = child
+                elif kind == 1:
+                    i, j = rng.choice(len(pop), 2, replace=False)
+                    c1 = member(_random_tree(rng), 1.0, parent=pop[i].ref)
+                    c2 = member(_random_tree(rng), 2.0, parent=pop[j].ref)
+                    o1, o2 = rng.choice(len(pop), 2, replace=False)
+                    details = {"result": "accept", "reason": "pass"}
+                    it.crossover(pop[i], pop[j], c1, c2, pop[o1], pop[o2], details)
+                    for m in (pop[i], pop[j], c1, c2, pop[o1], pop[o2]):
+                        ref.entry(m)
+                    ev = {"type": "crossover", "time": now["t"], "parent1": pop[i].ref,
+                          "parent2": pop[j].ref, "child1": c1.ref, "child2": c2.ref,
+                          "details": {**details, "type": "subtree_crossover"}}
+                    ref.event(pop[i].ref, ev)
+                    ref.event(pop[j].ref, ev)
+                    ref.event(pop[o1].ref, {"type": "death", "time": now["t"]})
+                    ref.event(pop[o2].ref, {"type": "death", "time": now["t"]})
+                    pop[o1], pop[o2] = c1, c2
+            # tuning of every member, as the engine's optimize step
+            for k, m in enumerate(pop):
+                tuned = member(m.tree, m.loss, parent=m.ref)
+                it.optimization(tuned, m.ref, tuned.ref, bool(k % 2))
+                ref.entry(tuned)
+                if str(m.ref) not in ref.rec["mutations"]:
+                    start = next(x for x in ref.rec["members"] if x["ref"] == m.ref)
+                    ref.rec["mutations"][str(m.ref)] = {"events": [], **start}
+                kind_name = "simplification_and_optimization" if k % 2 else "simplification"
+                ref.event(m.ref, {"type": "tuning", "time": now["t"], "child": tuned.ref,
+                                  "mutation": {"type": kind_name}})
+                ref.event(m.ref, {"type": "death", "time": now["t"]})
+                pop[k] = tuned
+            tw.write(it)
+            ref.end()
+    lines = path.read_text().splitlines()
+    assert lines[1:] == ref.lines
+
+
+def test_numpy_scalars_are_written_as_plain_numbers(tmp_path: Path) -> None:
+    import numpy as np
+
+    plain = Member(op("sin", var(0)), 0.25, 1.5, 2, 3, 7, -1)
+    numpy_m = Member(plain.tree, np.float64(0.25), np.float32(1.5), np.int64(2), np.int32(3),
+                     np.int64(7), np.int64(-1))
+    out = []
+    for m, bg in ((plain, False), (numpy_m, True), (numpy_m, False)):
+        path = tmp_path / f"{len(out)}.jsonl"
+        with TraceWriter(path, "x", background=bg) as tw:
+            it = tw.iteration_start(1, 1, 0, [m])
+            child = Member(op("cos", var(0)), np.float64(0.5), 0.5, 2, 4, np.int64(8), m.ref)
+            it.mutation_attempts([(m, child, MutationStepTrace("mutate_operator", "accept",
+                                                              "pass"))], m, np.int64(1))
+            tw.write(it)
+        out.append(json.loads(path.read_text().splitlines()[1]))
+    for rec in out:
+        rec.pop("started_at")
+        for e in rec["mutations"].values():
+            for ev in e["events"]:
+                ev.pop("time")
+    assert out[0] == out[1] == out[2]

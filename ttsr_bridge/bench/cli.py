@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     parser.add_argument("--limit", type=int, help="only the first N problems")
     parser.add_argument("--select", help="comma-separated problem names or globs")
+    parser.add_argument("--neural-weight", type=float, metavar="W",
+                        help="weight of the neural move among PySR's mutation weights (sum ≈ 8.5) for "
+                             "neural engines; 1e6 makes the proposer take (almost) every mutation")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -48,7 +51,7 @@ def config_from_args(args: argparse.Namespace):
         over["problems"] = list(args.problems)
     if args.engines:
         over["engines"] = [e.strip() for e in args.engines.split(",") if e.strip()]
-    for key in ("seeds", "workers", "limit"):
+    for key in ("seeds", "workers", "limit", "neural_weight"):
         if getattr(args, key) is not None:
             over[key] = getattr(args, key)
     if args.budget_evals is not None:

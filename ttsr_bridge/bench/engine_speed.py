@@ -6,8 +6,11 @@ operators + - * /, and the same evaluation budget; pyoperon runs without local s
 ``num_evals`` (one per evaluated child; the constant optimiser's objective calls counted as
 Optim's ``f_calls``); pyoperon's is its evaluator's call count.
 
-Usage: ``python -m ttsr_bridge.bench.engine_speed [--json] [--evals N] [--seed S]``. ``--json``
-prints one JSON line ``{"engine_evals_per_s", "operon_evals_per_s", "ratio", ...}``.
+Usage: ``python -m ttsr_bridge.bench.engine_speed [--json] [--evals N] [--seed S] [--repeat R]``.
+``--json`` prints one JSON line ``{"engine_evals_per_s", "operon_evals_per_s", "ratio", ...}``.
+With ``--repeat R`` the two engines run back to back ``R`` times (alternating, so that a
+change in the machine's load hits both) and the figures are the medians (``ratio`` is the
+ratio of the medians); the single runs are listed in ``*_runs``.
 """
 
 from __future__ import annotations
@@ -76,41 +79,54 @@ def measure_operon(X, y, evals: int, seed: int, threads: int = 2) -> SpeedResult
     return SpeedResult(count, dt)
 
 
+def _median(xs: list[float]) -> float:
+    return float(np.median(np.asarray(xs, dtype=float))) if xs else math.nan
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print one JSON line")
     ap.add_argument("--evals", type=int, default=300_000, help="evaluation budget per engine")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="pyoperon threads")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per engine (medians are reported)")
     ap.add_argument("--trace", default=None, help="also write a trace (to measure its cost)")
     args = ap.parse_args(argv)
     if args.evals < 1000:
         ap.error("--evals must be >= 1000")
+    if args.repeat < 1:
+        ap.error("--repeat must be >= 1")
     X, y = make_data(args.seed)
-    ours = measure_engine(X, y, args.evals, args.seed, trace=args.trace)
-    try:
-        theirs = measure_operon(X, y, args.evals, args.seed, args.threads)
-        operon = theirs.evals_per_s
-    except ImportError:
-        theirs = None
-        operon = float("nan")
+    ours: list[SpeedResult] = []
+    theirs: list[SpeedResult] = []
+    for _ in range(args.repeat):
+        ours.append(measure_engine(X, y, args.evals, args.seed, trace=args.trace))
+        try:
+            theirs.append(measure_operon(X, y, args.evals, args.seed, args.threads))
+        except ImportError:
+            pass
+    eng = _median([r.evals_per_s for r in ours])
+    op = _median([r.evals_per_s for r in theirs]) if theirs else None
     out = {
-        "engine_evals_per_s": round(ours.evals_per_s, 1),
-        "operon_evals_per_s": round(operon, 1) if theirs else None,
-        "ratio": round(ours.evals_per_s / operon, 4) if theirs else None,
-        "engine_evals": ours.evals,
-        "engine_seconds": round(ours.seconds, 3),
-        "operon_evals": theirs.evals if theirs else None,
-        "operon_seconds": round(theirs.seconds, 3) if theirs else None,
+        "engine_evals_per_s": round(eng, 1),
+        "operon_evals_per_s": round(op, 1) if op is not None else None,
+        "ratio": round(eng / op, 4) if op else None,
+        "engine_evals": ours[-1].evals,
+        "engine_seconds": round(_median([r.seconds for r in ours]), 3),
+        "operon_evals": theirs[-1].evals if theirs else None,
+        "operon_seconds": round(_median([r.seconds for r in theirs]), 3) if theirs else None,
         "n_samples": int(X.shape[0]),
         "threads_operon": args.threads,
         "traced": args.trace is not None,
+        "repeat": args.repeat,
+        "engine_evals_per_s_runs": [round(r.evals_per_s, 1) for r in ours],
+        "operon_evals_per_s_runs": [round(r.evals_per_s, 1) for r in theirs] if theirs else None,
     }
     if args.json:
         print(json.dumps(out))
     else:
         for k, v in out.items():
-            print(f"{k:>20}: {v}")
+            print(f"{k:>24}: {v}")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 ``python -m ttsr_bridge.bench.proposer_speed --model PATH|default --json`` prints one JSON line:
 ``proposals_per_s`` (children per second, ``--requests`` requests per call, one per
-population, ``--threads`` onnxruntime threads), ``well_formed_rate`` (children that are valid
+population, ``--threads`` proposer threads: the batch is split in that many parts decoded in
+parallel), ``weights`` (``fp32`` / ``int8``, from the export), ``well_formed_rate`` (children that are valid
 trees within ``curmaxsize``), ``none_rate``, ``mean_child_size``, ``model_calls_per_call`` and
 ``evals_per_s_classic`` — loss evaluations per second of the engine's evaluator on the same
 children (``n_points`` rows), i.e. the pace of a classic search step, for comparison.
@@ -33,6 +34,7 @@ class SpeedResult:
     calls: int
     seconds: float
     threads: int
+    weights: str
     model_calls_per_call: float
     maxsize: int
 
@@ -74,7 +76,7 @@ def measure(model: str, *, requests: int = 31, seconds: float = 5.0, threads: in
     from ..propose.onnx_proposer import OnnxProposer
 
     rng = np.random.default_rng(seed)
-    proposer = OnnxProposer(model, intra_op_threads=threads, batch_size=max(64, requests), top_k=top_k)
+    proposer = OnnxProposer(model, threads=threads, batch_size=max(64, requests), top_k=top_k)
     reqs, X, y = _requests(rng, requests, maxsize, nfeatures, n_points)
     proposer.propose(reqs, rng)  # warm-up (session allocations)
     calls0 = proposer.stats.model_calls
@@ -91,6 +93,7 @@ def measure(model: str, *, requests: int = 31, seconds: float = 5.0, threads: in
         mean_child_size=float(np.mean([len(c) for c in valid])) if valid else 0.0,
         evals_per_s_classic=_classic_evals_per_s(valid[: 4 * requests] or [reqs[0].parent], X, y),
         requests_per_call=requests, calls=n_calls, seconds=elapsed, threads=threads,
+        weights=str(proposer.sidecar.get("weights", "fp32")),
         model_calls_per_call=(proposer.stats.model_calls - calls0) / n_calls, maxsize=maxsize,
     )
 
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON line (default: readable lines)")
     p.add_argument("--requests", type=int, default=31, help="requests per call (one per population)")
     p.add_argument("--seconds", type=float, default=5.0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="proposer threads (parts of a batch decoded in parallel)")
     p.add_argument("--maxsize", type=int, default=30)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)

@@ -1,7 +1,7 @@
 """Export a trained run to ONNX with an explicit key/value cache (``ttsr export``).
 
 The graph is written node by node from the trained weights (not traced), so it holds only the
-operations the model needs (about 35 nodes per layer, which onnxruntime fuses further) and a
+operations the model needs (about 35 nodes per layer; onnxruntime's ``RotaryEmbedding``) and a
 tiny model's decode step costs a fraction of a millisecond. Graph interface (all dynamic axes
 named; ``L`` = number of layers)::
 
@@ -9,18 +9,23 @@ named; ``L`` = number of layers)::
              attention_mask (batch, seq, context + past + seq) bool: True where a query may
                  attend a key (keys ordered context, past, new),
              position_ids (batch, seq) int64,
-             context_key_{i}, context_value_{i} (1 or batch, heads, context, head_dim) float32,
-             past_key_{i}, past_value_{i} (batch, heads, past, head_dim) float32, i < L
+             context_key_{i} (heads, head_dim, context) float32 (transposed),
+             context_value_{i} (heads, context, head_dim) float32,
+             past_key_{i}, past_value_{i} (heads, batch, past, head_dim) float32, i < L
     outputs: logits (batch, seq, vocab) float32,
-             present_key_{i}, present_value_{i} (batch, heads, past + seq, head_dim) float32
+             present_key_{i}, present_value_{i} (heads, batch, past + seq, head_dim) float32
 
-``context`` is a read-only cache every row may attend (shared when its batch is 1) and is not
-copied to the outputs: the proposer puts its packed prompts there and decodes with ``past``
-holding only the children. ``context`` and ``past`` may be 0 long. The mask is per query, so
-the caller decides the pattern: causal with left padding (:func:`causal_mask`), or several
-sequences *packed* in one row (each attends a shared prefix and its own tokens only). A query
-with no allowed key gets garbage (never used). The numerics are the Llama model's (eager
-attention, fp32): logits match the torch model to ≤ 1e-4 (tests/model/test_export.py).
+(The cache is laid out heads first — Hugging Face's is (batch, heads, ...) — so attention
+needs no transposes of it.)
+
+``context`` is a read-only cache shared by every row and never copied to the outputs
+(:func:`to_context` builds it from presents): the proposer puts its packed prompts there and
+decodes with ``past`` holding only the children. ``context`` and ``past`` may be 0 long. The
+mask is per query, so the caller decides the pattern: causal with left padding
+(:func:`causal_mask`), or several sequences *packed* in one row (each attends a shared prefix
+and its own tokens only). A query with no allowed key gets garbage (never used). Numerics are
+the Llama model's (eager attention, fp32): logits match torch to ≤ 1e-4
+(tests/model/test_export.py). The graph needs onnxruntime (``com.microsoft`` domain).
 
 The sidecar ``<model>.onnx.json`` (:class:`ExportSidecar` fields) carries the vocabulary, the
 tokenizer version, the model config, the context/prompt modes, the maximum lengths and
@@ -32,7 +37,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -41,10 +46,23 @@ from ..config_io import to_mapping
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
-__all__ = ["GRAPH_VERSION", "SIDECAR_VERSION", "ExportSidecar", "KVCacheWrapper", "build_graph", "causal_mask",
-           "export_run", "io_names", "sidecar_path"]
+__all__ = [
+    "GRAPH_VERSION",
+    "SIDECAR_VERSION",
+    "ExportSidecar",
+    "KVCacheWrapper",
+    "WeightFormat",
+    "build_graph",
+    "causal_mask",
+    "export_run",
+    "io_names",
+    "sidecar_path",
+    "to_context",
+]
 
 SIDECAR_VERSION = 2
+WeightFormat = Literal["fp32", "int8"]
+_MS = "com.microsoft"  # onnxruntime's operator domain (RotaryEmbedding)
 GRAPH_VERSION = 2  # 2: context cache + per-query bool mask; 1 was a traced graph with a (batch, total) mask
 
 
@@ -71,6 +89,17 @@ def causal_mask(padding_mask: np.ndarray, seq: int) -> np.ndarray:
     return causal[None, :, :] & (padding_mask[:, None, :] != 0)
 
 
+def to_context(presents: list[np.ndarray]) -> list[np.ndarray]:
+    """Present (or past) tensors of batch 1, ``(heads, 1, T, D)`` per layer key and value, as
+    the graph's context inputs: keys ``(heads, D, T)``, values ``(heads, T, D)``."""
+    out = []
+    for j, t in enumerate(presents):
+        if t.ndim != 4 or t.shape[1] != 1:
+            raise ValueError(f"a context is made from a batch of 1 (heads, 1, T, D), got shape {t.shape}")
+        out.append(np.ascontiguousarray(t[:, 0].transpose(0, 2, 1) if j % 2 == 0 else t[:, 0]))
+    return out
+
+
 @dataclass(frozen=True)
 class ExportSidecar:
     """What the proposer needs besides the graph (written as JSON next to it)."""
@@ -90,6 +119,7 @@ class ExportSidecar:
     max_positions: int
     step: int
     source_run: str
+    weights: str = "fp32"  # WeightFormat
 
 
 # ---- the torch reference (parity tests) -------------------------------------------------------
@@ -127,13 +157,25 @@ def KVCacheWrapper(model):
 
 # ---- weights ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class _LayerWeights:
+    """One decoder layer's weights, ``(in, out)`` matrices."""
+
+    ln1: np.ndarray  # (H,) input RMSNorm
+    qkv: np.ndarray  # (H, 3H): query (attention scaling folded in), key, value
+    o: np.ndarray  # (H, H)
+    ln2: np.ndarray  # (H,) post-attention RMSNorm
+    gate_up: np.ndarray  # (H, 2I)
+    down: np.ndarray  # (I, H)
+
+
+@dataclass(frozen=True)
 class _Weights:
     """The Llama weights as the graph uses them: float32, ``(in, out)`` matrices."""
 
     embed: np.ndarray  # (V, H)
-    cos: np.ndarray  # (max_positions, D): RoPE cos
-    sin: np.ndarray  # (max_positions, D): RoPE sin, first half negated (the sign of rotate_half)
-    layers: tuple[dict[str, np.ndarray], ...]  # ln1, qkv (H, 3H), o (H, H), ln2, gate_up (H, 2I), down (I, H)
+    cos: np.ndarray  # (max_positions, D/2): RoPE cos (the two halves of Llama's table are equal)
+    sin: np.ndarray  # (max_positions, D/2)
+    layers: tuple[_LayerWeights, ...]
     norm: np.ndarray  # (H,)
     lm_head: np.ndarray  # (H, V)
     eps: float
@@ -164,14 +206,15 @@ def _extract_weights(model) -> _Weights:
         a, m = layer.self_attn, layer.mlp
         wq, wk, wv = t(a.q_proj.weight).T * scaling, t(a.k_proj.weight).T, t(a.v_proj.weight).T
         qkv = np.concatenate([wq, wk, wv], axis=1)
-        layers.append({
-            "ln1": t(layer.input_layernorm.weight), "qkv": qkv, "o": t(a.o_proj.weight).T,
-            "ln2": t(layer.post_attention_layernorm.weight),
-            "gate_up": np.concatenate([t(m.gate_proj.weight).T, t(m.up_proj.weight).T], axis=1),
-            "down": t(m.down_proj.weight).T,
-        })
+        layers.append(_LayerWeights(
+            ln1=t(layer.input_layernorm.weight), qkv=qkv, o=t(a.o_proj.weight).T,
+            ln2=t(layer.post_attention_layernorm.weight),
+            gate_up=np.concatenate([t(m.gate_proj.weight).T, t(m.up_proj.weight).T], axis=1),
+            down=t(m.down_proj.weight).T,
+        ))
     return _Weights(
-        embed=t(model.model.embed_tokens.weight), cos=cos, sin=sin * np.where(np.arange(d) < d // 2, -1.0, 1.0).astype(np.float32),
+        embed=t(model.model.embed_tokens.weight), cos=np.ascontiguousarray(cos[:, : d // 2]),
+        sin=np.ascontiguousarray(sin[:, : d // 2]),
         layers=tuple(layers), norm=t(model.model.norm.weight), lm_head=t(model.lm_head.weight).T,
         eps=float(cfg.rms_norm_eps), num_heads=nh, head_dim=d,
     )
@@ -195,11 +238,14 @@ class _GraphBuilder:
         self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
-    def op(self, op_type: str, inputs: list[str], n_out: int = 1, *, out: str | None = None, **attrs) -> Any:
+    def op(self, op_type: str, inputs: list[str], n_out: int = 1, *, out: str | None = None, domain: str = "",
+           **attrs) -> Any:
         """Append a node; returns its output name (a list when ``n_out > 1``). ``out`` names a
         single output (the graph's interface names)."""
         self._n += 1
         outs = [out] if out is not None else [f"{op_type.lower()}_{self._n}_{k}" for k in range(n_out)]
+        if domain:
+            attrs["domain"] = domain
         self.nodes.append(self.helper.make_node(op_type, inputs, outs, name=f"{op_type}_{self._n}", **attrs))
         return outs[0] if n_out == 1 else outs
 
@@ -213,77 +259,97 @@ class _GraphBuilder:
         return self.op("Mul", [self.op("Div", [x, self.op("Sqrt", [self.op("Add", [var, "eps"])])]), weight])
 
 
-def _attention(g: _GraphBuilder, i: int, q: str, k: str, v: str, bias: str, splits: str) -> str:
-    """Attention of queries ``q`` (B, heads, S, D) over the read-only context cache and the
-    row's own keys (past + new ``k``, ``v``; written as ``present_*_{i}``). Scores of both parts
-    are joined for one softmax, so the context is never copied. Returns (B, heads, S, D)."""
-    present_k = g.op("Concat", [f"past_key_{i}", k], axis=2, out=f"present_key_{i}")
-    present_v = g.op("Concat", [f"past_value_{i}", v], axis=2, out=f"present_value_{i}")
+@dataclass(frozen=True)
+class _Shapes:
+    """Shape tensors computed once from the inputs: explicit (a -1 is ambiguous when C = 0) and
+    used with ``allowzero=1`` (else a 0 means "copy the input's dimension")."""
 
-    def scores(keys: str) -> str:
-        return g.op("MatMul", [q, g.op("Transpose", [keys], perm=[0, 1, 3, 2])])
-
-    joined = g.op("Concat", [scores(f"context_key_{i}"), scores(present_k)], axis=-1)  # (B, heads, S, C + T)
-    probs = g.op("Softmax", [g.op("Add", [joined, bias])], axis=-1)
-    p_ctx, p_own = g.op("Split", [probs, splits], n_out=2, axis=-1)
-    return g.op("Add", [g.op("MatMul", [p_ctx, f"context_value_{i}"]), g.op("MatMul", [p_own, present_v])])
+    splits: str  # [C, T]: the key axis = context + own keys
+    q_rows: str  # [heads, B·S, D]
+    p_rows: str  # [heads, B·S, C]
+    s_ctx: str  # [heads, B, S, C]
+    a_ctx: str  # [heads, B, S, D]
 
 
-def _layer(g: _GraphBuilder, x: str, i: int, w: dict[str, np.ndarray], rope: tuple[str, str], bias: str,
-           splits: str, hidden: int, inter: int) -> str:
+def _attention(g: _GraphBuilder, i: int, qk: str, v: str, bias: str, sh: _Shapes) -> str:
+    """Attention of the queries over the read-only context cache and the rows' own keys (past +
+    new; written as ``present_*_{i}``). ``qk`` (B, S, 2H) holds the rotated queries and keys,
+    ``v`` (B, S, H) the values. Scores of both parts are joined for one softmax, so the context
+    is never copied. Everything is laid out heads first, (heads, B, S, ·): the context part is
+    one (B·S, D) × (D, C) product per head (the context is shared by every row) and the own part
+    needs no transposes of the cache. Returns (B, S, H)."""
+    qk = g.op("Transpose", [g.op("Reshape", [qk, "qk_shape"])], perm=[2, 3, 0, 1, 4])  # (2, heads, B, S, D)
+    q5, k5 = g.op("Split", [qk, "ones2"], n_out=2, axis=0)
+    k4 = g.op("Reshape", [k5, sh.a_ctx], allowzero=1)  # (heads, B, S, D)
+    v4 = g.op("Transpose", [g.op("Reshape", [v, "heads_shape"])], perm=[2, 0, 1, 3])
+    present_k = g.op("Concat", [f"past_key_{i}", k4], axis=2, out=f"present_key_{i}")  # (heads, B, T, D)
+    present_v = g.op("Concat", [f"past_value_{i}", v4], axis=2, out=f"present_value_{i}")
+    s_ctx = g.op("MatMul", [g.op("Reshape", [q5, sh.q_rows], allowzero=1), f"context_key_{i}"])  # (heads, B·S, C)
+    q4 = g.op("Reshape", [q5, sh.a_ctx], allowzero=1)
+    s_own = g.op("MatMul", [q4, g.op("Transpose", [present_k], perm=[0, 1, 3, 2])])  # (heads, B, S, T)
+    joined = g.op("Concat", [g.op("Reshape", [s_ctx, sh.s_ctx], allowzero=1), s_own], axis=-1)
+    probs = g.op("Softmax", [g.op("Add", [joined, bias])], axis=-1)  # (heads, B, S, C + T)
+    p_ctx, p_own = g.op("Split", [probs, sh.splits], n_out=2, axis=-1)
+    a_ctx = g.op("MatMul", [g.op("Reshape", [p_ctx, sh.p_rows], allowzero=1), f"context_value_{i}"])
+    att = g.op("Add", [g.op("Reshape", [a_ctx, sh.a_ctx], allowzero=1), g.op("MatMul", [p_own, present_v])])
+    return g.op("Reshape", [g.op("Transpose", [att], perm=[1, 2, 0, 3]), "hidden_shape"])
+
+
+def _layer(g: _GraphBuilder, x: str, i: int, w: _LayerWeights, bias: str, sh: _Shapes, nh: int,
+           inter: int) -> str:
     """One decoder layer (writes ``present_key_{i}``, ``present_value_{i}``). Returns the new hidden state."""
-    h = g.rms_norm(x, g.const(f"l{i}.ln1", w["ln1"]))
-    qk, v = g.op("Split", [g.op("MatMul", [h, g.const(f"l{i}.qkv", w["qkv"])]),
+    hidden = w.o.shape[0]
+    h = g.rms_norm(x, g.const(f"l{i}.ln1", w.ln1))
+    qk, v = g.op("Split", [g.op("MatMul", [h, g.const(f"l{i}.qkv", w.qkv)]),
                            g.const(f"l{i}.split_qkv", np.array([2 * hidden, hidden], np.int64))], n_out=2, axis=-1)
-    # RoPE on queries and keys together: x cos + rotate_half(x) sin, where rotate_half swaps the
-    # two halves of every head (a reversed slice over an axis of 2) and the sign sits in ``sin``.
-    halves = g.op("Reshape", [qk, "qk_halves_shape"])  # (B, S, 2 heads, 2, D/2)
-    swapped = g.op("Slice", [halves, "minus_one", "int_min", "axis3", "minus_one"])
-    qk = g.op("Add", [g.op("Mul", [halves, rope[0]]), g.op("Mul", [swapped, rope[1]])])
-    qk = g.op("Transpose", [g.op("Reshape", [qk, "qk_heads_shape"])], perm=[0, 2, 1, 3])  # (B, 2 heads, S, D)
-    q, k = g.op("Split", [qk, "split_heads"], n_out=2, axis=1)
-    v = g.op("Transpose", [g.op("Reshape", [v, "heads_shape"])], perm=[0, 2, 1, 3])
-    att = g.op("Transpose", [_attention(g, i, q, k, v, bias, splits)], perm=[0, 2, 1, 3])
-    att = g.op("Reshape", [att, "hidden_shape"])
-    x = g.op("Add", [x, g.op("MatMul", [att, g.const(f"l{i}.o", w["o"])])])
-    h = g.rms_norm(x, g.const(f"l{i}.ln2", w["ln2"]))
-    gate, up = g.op("Split", [g.op("MatMul", [h, g.const(f"l{i}.gate_up", w["gate_up"])]),
+    # RoPE rotates every head alike, so queries and keys go through one op as 2 × heads heads.
+    qk = g.op("RotaryEmbedding", [qk, "position_ids", "rope_cos", "rope_sin"], domain=_MS, num_heads=2 * nh,
+              interleaved=0)
+    x = g.op("Add", [x, g.op("MatMul", [_attention(g, i, qk, v, bias, sh), g.const(f"l{i}.o", w.o)])])
+    h = g.rms_norm(x, g.const(f"l{i}.ln2", w.ln2))
+    gate, up = g.op("Split", [g.op("MatMul", [h, g.const(f"l{i}.gate_up", w.gate_up)]),
                               g.const(f"l{i}.split2", np.full(2, inter, np.int64))], n_out=2, axis=-1)
     act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up])  # SwiGLU: silu(gate) * up
-    return g.op("Add", [x, g.op("MatMul", [act, g.const(f"l{i}.down", w["down"])])])
+    return g.op("Add", [x, g.op("MatMul", [act, g.const(f"l{i}.down", w.down)])])
 
 
 def _constants(g: _GraphBuilder, weights: _Weights) -> None:
-    """Shape tensors and scalars shared by every layer."""
+    """Weights and shape tensors shared by every layer."""
     nh, d = weights.num_heads, weights.head_dim
     g.const("two", np.array(2.0, np.float32))
     g.const("eps", np.array(weights.eps, np.float32))
     if g.opset >= 18:
         g.const("last_axis", np.array([-1], np.int64))
     g.const("heads_shape", np.array([0, 0, nh, d], np.int64))
-    g.const("qk_halves_shape", np.array([0, 0, 2 * nh, 2, d // 2], np.int64))
-    g.const("qk_heads_shape", np.array([0, 0, 2 * nh, d], np.int64))
-    g.const("split_heads", np.array([nh, nh], np.int64))
+    g.const("qk_shape", np.array([0, 0, 2, nh, d], np.int64))
+    g.const("ones2", np.array([1, 1], np.int64))
     g.const("hidden_shape", np.array([0, 0, nh * d], np.int64))
-    g.const("rope_shape", np.array([0, 0, 1, 2, d // 2], np.int64))
-    g.const("minus_one", np.array([-1], np.int64))
-    g.const("int_min", np.array([np.iinfo(np.int64).min], np.int64))
-    g.const("axis3", np.array([3], np.int64))
+    g.const("n_heads", np.array([nh], np.int64))
+    g.const("head_dim", np.array([d], np.int64))
+    g.const("rope_cos", weights.cos)
+    g.const("rope_sin", weights.sin)
 
 
-def _inputs_to_masks(g: _GraphBuilder, weights: _Weights) -> tuple[str, tuple[str, str], str, str]:
-    """Embeddings, RoPE factors (B, S, 1, 2, D/2), additive attention bias (B, 1, S, C + T) and
-    the (context, own) split sizes of the key axis, all computed once for every layer."""
+def _inputs_to_masks(g: _GraphBuilder, weights: _Weights) -> tuple[str, str, _Shapes]:
+    """Embeddings, additive attention bias (1, B, S, C + T) and the attention's shape tensors,
+    all computed once for every layer."""
     x = g.op("Gather", [g.const("embed", weights.embed), "input_ids"], axis=0)  # (B, S, H)
-    rope = tuple(g.op("Reshape", [g.op("Gather", [g.const(name, table), "position_ids"], axis=0), "rope_shape"])
-                 for name, table in (("rope_cos", weights.cos), ("rope_sin_signed", weights.sin)))
     # 0 where allowed, float32 min (as HF) elsewhere.
-    mask4 = g.op("Unsqueeze", ["attention_mask", g.const("axis1", np.array([1], np.int64))])
+    mask4 = g.op("Unsqueeze", ["attention_mask", g.const("axis0", np.array([0], np.int64))])
     bias = g.op("Where", [mask4, g.const("zero", np.array(0.0, np.float32)),
                           g.const("neg_big", np.array(np.finfo(np.float32).min, np.float32))])
-    ctx_len = g.op("Shape", ["context_key_0"], start=2, end=3)
+    ctx_len = g.op("Shape", ["context_value_0"], start=1, end=2)
     own_len = g.op("Sub", [g.op("Shape", ["attention_mask"], start=2, end=3), ctx_len])
-    return x, rope, bias, g.op("Concat", [ctx_len, own_len], axis=0)
+    b_s = g.op("Shape", ["input_ids"])
+    rows = g.op("ReduceProd", [b_s], keepdims=1)  # [B·S]
+
+    def cat(*parts: str) -> str:
+        return g.op("Concat", list(parts), axis=0)
+
+    shapes = _Shapes(splits=cat(ctx_len, own_len), q_rows=cat("n_heads", rows, "head_dim"),
+                     p_rows=cat("n_heads", rows, ctx_len), s_ctx=cat("n_heads", b_s, ctx_len),
+                     a_ctx=cat("n_heads", b_s, "head_dim"))
+    return x, bias, shapes
 
 
 def build_graph(weights: _Weights, *, opset: int = 17) -> onnx.ModelProto:
@@ -292,54 +358,89 @@ def build_graph(weights: _Weights, *, opset: int = 17) -> onnx.ModelProto:
 
     g = _GraphBuilder(opset)
     nh, d = weights.num_heads, weights.head_dim
-    hidden, inter = nh * d, weights.layers[0]["down"].shape[0]
+    inter = weights.layers[0].down.shape[0]
     n_layers, vocab = len(weights.layers), weights.embed.shape[0]
     _constants(g, weights)
-    x, rope, bias, splits = _inputs_to_masks(g, weights)
+    x, bias, shapes = _inputs_to_masks(g, weights)
     for i, w in enumerate(weights.layers):
-        x = _layer(g, x, i, w, rope, bias, splits, hidden, inter)
+        x = _layer(g, x, i, w, bias, shapes, nh, inter)
     g.op("MatMul", [g.rms_norm(x, g.const("norm", weights.norm)), g.const("lm_head", weights.lm_head)], out="logits")
     in_names, out_names = io_names(n_layers)
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
               helper.make_tensor_value_info("attention_mask", TensorProto.BOOL, ["batch", "seq", "keys"]),
               helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"])]
-    inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["context_batch", nh, "context", d])
-               for n in in_names[3:3 + 2 * n_layers]]
-    inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", nh, "past", d])
+    inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, [nh, d, "context"] if "key" in n else
+                                             [nh, "context", d]) for n in in_names[3:3 + 2 * n_layers]]
+    inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, [nh, "batch", "past", d])
                for n in in_names[3 + 2 * n_layers:]]
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", vocab])]
-    outputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", nh, "total", d]) for n in out_names[1:]]
+    outputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, [nh, "batch", "total", d]) for n in out_names[1:]]
     graph = helper.make_graph(g.nodes, "ttsr_proposer", inputs, outputs, initializer=g.initializers)
-    opsets = [helper.make_opsetid("", opset)]
+    opsets = [helper.make_opsetid("", opset), helper.make_opsetid(_MS, 1)]
     # The oldest IR version that holds this opset: runtimes older than the onnx package load it.
     model = helper.make_model(graph, opset_imports=opsets, producer_name="ttsr_bridge",
-                              ir_version=helper.find_min_ir_version_for(opsets))
+                              ir_version=helper.find_min_ir_version_for(opsets[:1]))
     import onnx
 
     onnx.checker.check_model(model)
     return model
 
 
-def export_run(run_dir: str | Path, out_path: str | Path, *, opset: int = 17) -> ExportSidecar:
-    """Export the last checkpoint of ``run_dir`` to ``out_path`` (+ sidecar JSON)."""
+def _quantize_int8(model: onnx.ModelProto, out_path: Path) -> None:
+    """Write ``model`` with int8 weights: every weight MatMul becomes onnxruntime's
+    ``DynamicQuantizeMatMul`` (per-channel int8 weights, activations quantized per call).
+    A quarter of the weight bytes (the tiny model then fits a core's L2 cache) and integer
+    kernels: about 25-35 % less CPU time per call, logits within a few 1e-2 of fp32."""
+    import logging
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root_logger = logging.getLogger()
+    level = root_logger.level
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "fp32.onnx"
+        onnx.save(model, str(src))
+        root_logger.setLevel(logging.ERROR)  # the quantizer advises "pre-processing" (for CNNs) on the root logger
+        try:
+            # Shape inference cannot type com.microsoft outputs: they are float32 here.
+            quantize_dynamic(src, out_path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                             per_channel=True, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        finally:
+            root_logger.setLevel(level)
+
+
+def export_run(run_dir: str | Path, out_path: str | Path, *, opset: int = 17,
+               weights: WeightFormat = "fp32") -> ExportSidecar:
+    """Export the last checkpoint of ``run_dir`` to ``out_path`` (+ sidecar JSON).
+
+    ``weights``: ``"fp32"`` (exact, the default) or ``"int8"`` (:func:`_quantize_int8`, faster
+    on CPU)."""
     import onnx
 
     from .train import last_checkpoint, load_checkpoint_model
 
     if opset < 15:
         raise ValueError(f"opset {opset} < 15: the graph uses Shape(start, end) and Split with tensor inputs")
+    if weights not in ("fp32", "int8"):
+        raise ValueError(f"weights must be 'fp32' or 'int8', got {weights!r}")
     run_dir, out_path = Path(run_dir), Path(out_path)
     model, cfg, tok = load_checkpoint_model(run_dir, attn_implementation="eager")
     ck = last_checkpoint(run_dir)
     mc = cfg.model
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(build_graph(_extract_weights(model), opset=opset), str(out_path))
+    graph = build_graph(_extract_weights(model), opset=opset)
+    if weights == "int8":
+        _quantize_int8(graph, out_path)
+    else:
+        onnx.save(graph, str(out_path))
     sidecar = ExportSidecar(
         sidecar_version=SIDECAR_VERSION, graph_version=GRAPH_VERSION, tokenizer=tok.to_dict(), model=to_mapping(mc),
         num_layers=mc.num_layers, num_heads=mc.num_heads, head_dim=mc.head_dim, vocab_size=tok.vocab_size,
         context_mode=cfg.context_mode, prompt_mode=cfg.prompt_mode, max_prompt_len=cfg.max_prompt_len,
         max_child_len=cfg.max_child_len, max_positions=mc.max_positions,
-        step=int(ck.name.split("-")[-1]) if ck is not None else 0, source_run=str(run_dir),
+        step=int(ck.name.split("-")[-1]) if ck is not None else 0, source_run=str(run_dir), weights=weights,
     )
     sidecar_path(out_path).write_text(json.dumps(to_mapping(sidecar), indent=1))
     return sidecar

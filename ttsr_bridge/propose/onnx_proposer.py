@@ -5,16 +5,19 @@ handles every request of one engine step (≈ one per population):
 
 1. each request becomes a prompt with :class:`~ttsr_bridge.model.tokenizer.Tokenizer`, exactly
    as in training: a shared context prefix (same for every request of a search) + a request part;
-2. the prompts are *packed*, not padded: one sequence holds the shared prefix once, then every
-   distinct request part (identical request parts are run once and shared by their samples),
-   and the per-query attention mask (:mod:`ttsr_bridge.model.export`, graph version 2) lets
-   each request part attend only the prefix and itself. One model call fills the key/value
-   cache of the whole batch (long batches: a few calls of at most ``prefill_tokens`` tokens);
-3. children are decoded with that one packed cache, one token per step for every unfinished
-   row (each new token attends the prefix, its prompt and its own earlier tokens),
-   grammar-constrained (:mod:`ttsr_bridge.propose.sampling`): every child is a well-formed
-   prefix tree of size ``<= min(curmaxsize, maxsize)`` using only the search's operators and
-   features. A row stops as soon as its tree is complete (``<eos>`` is implied);
+2. the prefix's key/value cache is computed once per search (kept across calls); the request
+   parts are *packed*, not padded: the distinct ones (identical parts are run once and shared by
+   their samples) are laid end to end and run in calls of about ``prefill_tokens`` tokens,
+   with a per-query attention mask (:mod:`ttsr_bridge.model.export`, graph version 2) that
+   lets each part attend only the prefix and itself. Their caches, joined, become the graph's
+   read-only *context*;
+3. children are decoded one token per step for every unfinished row: each new token attends
+   the prefix and its own prompt in the context (never copied) and its own earlier tokens (the
+   small per-row ``past``), grammar-constrained (:mod:`ttsr_bridge.propose.sampling`): every
+   child is a well-formed prefix tree of size ``<= min(curmaxsize, maxsize)`` using only the
+   search's operators and features. A row stops as soon as its tree is complete (``<eos>`` is
+   implied) and leaves the batch. With ``threads > 1`` the prefill calls of step 2 run on
+   parallel threads;
 4. ``const`` tokens get values from :func:`~ttsr_bridge.propose.sampling.sample_constant`.
 
 A request that cannot be written in the vocabulary (user operator, > 16 features, prompt too
@@ -23,6 +26,7 @@ long) or whose logits turn non-finite gets ``None``; the engine then falls back 
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..expr.tree import Expr
+from ..model.export import GRAPH_VERSION, to_context
 from ..model.tokenizer import PromptFields, Tokenizer, TokenizerError
 from .protocol import ProposalRequest
 from .sampling import GrammarMasks, GrammarTable, sample_constant, sample_tokens
@@ -87,6 +92,20 @@ class _Group:
     suffixes: list[list[int]] = field(default_factory=list)
 
 
+def _split(group: _Group, max_tokens: int) -> list[_Group]:
+    """``group`` as groups of consecutive rows with about equal prompt tokens, each prefilled and
+    decoded on its own, so that none holds more than about ``max_tokens`` prompt tokens (every
+    decoded token attends its whole part's context)."""
+    n = len(group.rows)
+    cum = np.cumsum([len(s) for s in group.suffixes])
+    parts = min(n, -(-int(cum[-1]) // max_tokens))
+    if parts <= 1:
+        return [group]
+    cuts = [0, *np.searchsorted(cum, cum[-1] * np.arange(1, parts) / parts).tolist(), n]
+    return [_Group(group.prefix, group.fields, group.rows[a:b], group.suffixes[a:b])
+            for a, b in itertools.pairwise(cuts) if b > a]
+
+
 _SHARED = -1  # owner of the context prefix's keys: every query attends them
 
 
@@ -98,20 +117,35 @@ class _Context:
     index of a distinct request part (prompt).
     """
 
-    tensors: list[np.ndarray]  # per layer key, value: (1, heads, T, head_dim)
+    tensors: list[np.ndarray]  # the graph's context inputs: per layer key (heads, D, T), value (heads, T, D)
     owner: np.ndarray  # (T,) int64
+
+
+def _shrink(context: _Context, prompts: np.ndarray) -> _Context:
+    """``context`` holding the prefix and the given ``prompts`` only (keys (heads, D, T) are
+    cut on axis 2, values (heads, T, D) on axis 1)."""
+    keep = np.flatnonzero((context.owner == _SHARED) | np.isin(context.owner, prompts))
+    tensors = [np.take(t, keep, axis=2 if j % 2 == 0 else 1) for j, t in enumerate(context.tensors)]
+    return _Context(tensors, context.owner[keep])
 
 
 class OnnxProposer:
     """Batched, KV-cached, grammar-constrained sampling of children from an ONNX model."""
 
     def __init__(self, path: str | Path = DEFAULT_MODEL_NAME, *, temperature: float = 1.0, top_k: int | None = None,
-                 batch_size: int = 64, providers: Sequence[str] | None = None, intra_op_threads: int = 2,
-                 perturbation_factor: float = 0.129, probability_negate: float = 0.00743,
-                 prefill_tokens: int = 256):
-        import onnxruntime as ort
+                 batch_size: int = 64, providers: Sequence[str] | None = None, threads: int = 2,
+                 intra_op_threads: int = 1, perturbation_factor: float = 0.129, probability_negate: float = 0.00743,
+                 prefill_tokens: int = 64, max_context_tokens: int = 2048):
+        """``threads``: the prefill calls of a batch run on this many Python threads
+        (onnxruntime releases the GIL); decoding, a chain of small calls, stays on one. This
+        uses cores better than onnxruntime's intra-op threads on a small model's tiny kernels.
+        ``intra_op_threads``: onnxruntime threads per model call (raise for large models).
+        ``prefill_tokens``: prompt tokens per prefill call (small calls: the masked attention
+        of a call grows with its square). ``max_context_tokens``: prompt tokens decoded
+        together (long population-mode prompts: more, smaller parts)."""
+        import threading
 
-        from ..model.export import GRAPH_VERSION
+        import onnxruntime as ort
 
         self.path = resolve_model_path(path)
         sidecar_file = self.path.with_name(self.path.name + ".json")
@@ -130,7 +164,11 @@ class OnnxProposer:
         self.temperature = float(temperature)
         self.top_k = top_k
         self.batch_size = int(batch_size)
+        self.threads = max(1, int(threads))
+        self._lock = threading.Lock()
+        self._pool = None  # ThreadPoolExecutor, made on first parallel call
         self.prefill_tokens = max(1, int(prefill_tokens))
+        self.max_context_tokens = max(1, int(max_context_tokens))
         self.perturbation_factor = perturbation_factor
         self.probability_negate = probability_negate
         self.stats = ProposerStats()
@@ -140,8 +178,10 @@ class OnnxProposer:
         self._output_names = [o.name for o in self.session.get_outputs()]
         self._context_names = [f"context_{kind}_{i}" for i in range(self.num_layers) for kind in ("key", "value")]
         self._past_names = [f"past_{kind}_{i}" for i in range(self.num_layers) for kind in ("key", "value")]
-        self._prefixes: dict[tuple[int, ...], list[np.ndarray]] = {}
+        self._prefixes: dict[tuple[int, ...], tuple[list[np.ndarray], dict[str, np.ndarray]]] = {}
         self._arity = self.tokenizer.arity.astype(np.int64)
+        self._max_child_nodes = int(self.sidecar["max_child_len"]) - 1  # the child's tokens + <eos>
+        self._last_context: tuple[Any, list[int]] | None = None  # (ProblemContext, its encoded prefix)
 
     # ---- Proposer protocol ---------------------------------------------------------------------
     def propose(self, requests: Sequence[ProposalRequest], rng: np.random.Generator) -> list[Expr | None]:
@@ -150,11 +190,14 @@ class OnnxProposer:
 
         t0 = time.perf_counter()
         out: list[Expr | None] = [None] * len(requests)
+        parts = []
         for start in range(0, len(requests), self.batch_size):
             chunk = range(start, min(len(requests), start + self.batch_size))
             for group in self._group(requests, chunk):
-                for row, child in zip(group.rows, self._propose_group(group, requests, rng)):
-                    out[row] = child
+                parts += _split(group, self.max_context_tokens)
+        for group in parts:
+            for row, child in zip(group.rows, self._propose_group(group, requests, rng)):
+                out[row] = child
         self.stats.requests += len(requests)
         self.stats.proposals += sum(c is not None for c in out)
         self.stats.seconds += time.perf_counter() - t0
@@ -173,7 +216,7 @@ class OnnxProposer:
                 raise ValueError("this proposer model uses 'rich' context: the search must provide DataStats")
             try:
                 fields = PromptFields.from_request(req)
-                prefix = tok.encode_context(fields)
+                prefix = self._encode_context(req, fields)
                 suffix = tok.encode_request(fields)
             except TokenizerError:
                 self.stats.unencodable += 1
@@ -188,8 +231,17 @@ class OnnxProposer:
             g.suffixes.append(suffix)
         return list(groups.values())
 
+    def _encode_context(self, req: ProposalRequest, fields: PromptFields) -> list[int]:
+        """The context prefix, encoded once per ``ProblemContext`` object (one per search)."""
+        hit = self._last_context
+        if hit is not None and hit[0] is req.context:
+            return hit[1]
+        prefix = self.tokenizer.encode_context(fields)
+        self._last_context = (req.context, prefix)  # holds the object: its id cannot be reused
+        return prefix
+
     def _budget(self, req: ProposalRequest) -> int:
-        return min(req.curmaxsize, req.context.maxsize, int(self.sidecar["max_child_len"]) - 1)
+        return min(req.curmaxsize, req.context.maxsize, self._max_child_nodes)
 
     def _grammar_table(self, fields: PromptFields) -> GrammarTable:
         key = (fields.nfeatures, fields.operators.binary_ids, fields.operators.unary_ids)
@@ -213,33 +265,41 @@ class OnnxProposer:
         return table
 
     # ---- model calls ---------------------------------------------------------------------------
-    def _run(self, input_ids: np.ndarray, mask: np.ndarray, pos: np.ndarray, context: list[np.ndarray],
+    def _context_feeds(self, context: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """The context inputs by name (built once, reused by every call on that context)."""
+        return dict(zip(self._context_names, context))
+
+    def _run(self, input_ids: np.ndarray, mask: np.ndarray, pos: np.ndarray, context: dict[str, np.ndarray],
              past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One forward pass: ``input_ids``, ``pos`` (B, S), ``mask`` (B, S, C + P + S) →
-        ``(logits (B, S, V), presents)``."""
-        feeds = {"input_ids": input_ids, "attention_mask": mask, "position_ids": pos}
-        feeds.update(zip(self._context_names, context))
+        """One forward pass: ``input_ids``, ``pos`` (B, S), ``mask`` (B, S, C + P + S), context
+        feeds (:meth:`_context_feeds`) → ``(logits (B, S, V), presents)``."""
+        feeds = {"input_ids": input_ids, "attention_mask": mask, "position_ids": pos, **context}
         feeds.update(zip(self._past_names, past))
         res = self.session.run(self._output_names, feeds)
-        self.stats.model_calls += 1
+        with self._lock:
+            self.stats.model_calls += 1
         return res[0], res[1:]
 
     def _empty(self, batch: int) -> list[np.ndarray]:
-        return [np.zeros((batch, self.num_heads, 0, self.head_dim), np.float32)] * (2 * self.num_layers)
+        """An empty cache of ``batch`` rows (the graph's layout: heads, batch, T, D)."""
+        return [np.zeros((self.num_heads, batch, 0, self.head_dim), np.float32)] * (2 * self.num_layers)
 
-    def _prefix_cache(self, prefix: list[int]) -> list[np.ndarray]:
-        """Key/value cache of the shared context prefix, kept across calls (it is fixed for a
-        search; a few searches may share the proposer)."""
+    def _prefix_cache(self, prefix: list[int]) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+        """Key/value cache of the shared context prefix as ``(presents, context feeds)``, kept
+        across calls (it is fixed for a search; a few searches may share the proposer)."""
         key = tuple(prefix)
-        cached = self._prefixes.pop(key, None)
+        with self._lock:
+            cached = self._prefixes.pop(key, None)
         if cached is None:
             p = len(prefix)
             mask = np.tril(np.ones((p, p), bool))[None]
-            _, cached = self._run(np.asarray([prefix], np.int64), mask, np.arange(p, dtype=np.int64)[None],
-                                  self._empty(1), self._empty(1))
+            _, presents = self._run(np.asarray([prefix], np.int64), mask, np.arange(p, dtype=np.int64)[None],
+                                    self._context_feeds(to_context(self._empty(1))), self._empty(1))
+            cached = (presents, self._context_feeds(to_context(presents)))
+        with self._lock:
             while len(self._prefixes) >= _PREFIX_CACHE_SIZE:
                 self._prefixes.pop(next(iter(self._prefixes)))
-        self._prefixes[key] = cached  # most recently used last
+            self._prefixes[key] = cached  # most recently used last
         return cached
 
     def _prefill(self, group: _Group) -> tuple[np.ndarray, _Context, np.ndarray, np.ndarray]:
@@ -249,7 +309,7 @@ class OnnxProposer:
         row (rows,), distinct prompt of every row (rows,))``.
         """
         p = len(group.prefix)
-        prefix_kv = self._prefix_cache(group.prefix)
+        prefix_kv, prefix_context = self._prefix_cache(group.prefix)
         unique: dict[tuple[int, ...], int] = {}
         which = np.array([unique.setdefault(tuple(s), len(unique)) for s in group.suffixes], dtype=np.int64)
         suffixes = list(unique)
@@ -260,18 +320,35 @@ class OnnxProposer:
         pos = p + np.arange(len(ids), dtype=np.int64) - np.repeat(starts, lengths)  # each prompt reads as in training
         ends = starts + lengths - 1  # index of each prompt's last token (`<child>`)
         last = np.empty((len(suffixes), self.tokenizer.vocab_size), np.float32)
-        parts: list[list[np.ndarray]] = [prefix_kv]
-        for lo, hi in self._prefill_spans(starts, lengths):
+
+        def run_span(span: tuple[int, int]) -> list[np.ndarray]:
+            lo, hi = span
             # Every query sees the prefix (context) and, causally, its own prompt only.
             own = (np.arange(lo, hi)[None, :] <= np.arange(lo, hi)[:, None]) & (owner[None, lo:hi] == owner[lo:hi, None])
             mask = np.concatenate([np.ones((hi - lo, p), bool), own], axis=1)[None]
-            logits, presents = self._run(ids[None, lo:hi], mask, pos[None, lo:hi], prefix_kv, self._empty(1))
+            logits, presents = self._run(ids[None, lo:hi], mask, pos[None, lo:hi], prefix_context, self._empty(1))
             done = (ends >= lo) & (ends < hi)
-            last[done] = logits[0, ends[done] - lo]
-            parts.append(presents)
-        tensors = [np.concatenate(ts, axis=2) if len(ts) > 1 else ts[0] for ts in zip(*parts)]
+            last[done] = logits[0, ends[done] - lo]  # spans are disjoint: threads write different rows
+            return presents
+
+        spans = self._prefill_spans(starts, lengths)
+        # Spans depend on the prefix only: they run on parallel threads (compute-bound calls).
+        parts = self._map(run_span, spans)
+        # Joined straight into the context layout (one copy): keys (heads, D, T), values (heads, T, D).
+        tensors = [np.concatenate([t[:, 0].transpose(0, 2, 1) for t in ts], axis=2) if j % 2 == 0 else
+                   np.concatenate([t[:, 0] for t in ts], axis=1) for j, ts in enumerate(zip(prefix_kv, *parts))]
         context = _Context(tensors, np.concatenate([np.full(p, _SHARED, np.int64), owner]))
         return last[which], context, p + lengths[which], which
+
+    def _map(self, fn, items: list) -> list:
+        """``[fn(x) for x in items]``, on the thread pool when ``threads > 1``."""
+        if self.threads == 1 or len(items) < 2:
+            return [fn(x) for x in items]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ttsr-proposer")
+        return list(self._pool.map(fn, items))
 
     def _prefill_spans(self, starts: np.ndarray, lengths: np.ndarray) -> list[tuple[int, int]]:
         """Split the packed prompts into calls of about ``prefill_tokens`` tokens at prompt
@@ -297,19 +374,19 @@ class OnnxProposer:
 
         The packed prompts stay in the read-only context; ``past`` holds only the children.
         At step ``k`` every active row has exactly ``k`` child tokens, so ``past`` needs no
-        padding and finished rows simply leave the batch.
+        padding and finished rows simply leave the batch; when half of them have left, their
+        prompts leave the context (every step attends all of it).
         """
         table = self._grammar_table(group.fields)
         n = len(reqs)
         budget = np.array([self._budget(r) for r in reqs], np.int64)
         n_consts = np.array([len(r.parent.constant_indices()) for r in reqs], np.int64)
         need, length = np.ones(n, np.int64), np.zeros(n, np.int64)
-        out = np.zeros((n, int(budget.max())), np.int64)
+        width = int(budget.max())
+        out = np.zeros((n, width), np.int64)
         ok_rows = np.ones(n, bool)
-        # Row r sees the prefix and its own prompt in the context, then all of its past and itself.
-        c = len(context.owner)
-        visible = np.ones((n, 1, c + int(budget.max())), bool)
-        visible[:, 0, :c] = (context.owner[None, :] == _SHARED) | (context.owner[None, :] == which[:, None])
+        context_feeds, visible, c = self._context_view(context, which, width)
+        served = n  # active rows when the context was last built
         past = self._empty(n)
         active = np.arange(n)  # rows still decoding, aligned with logits and past rows
         while True:
@@ -317,7 +394,9 @@ class OnnxProposer:
             tok, ok = sample_tokens(logits, allowed, self.temperature, self.top_k, rng)
             out[active, length[active]] = tok
             ok_rows[active[~ok]] = False
-            self.stats.bad_logits += int((~ok).sum())
+            if not ok.all():
+                with self._lock:
+                    self.stats.bad_logits += int((~ok).sum())
             need[active] += self._arity[tok] - 1
             length[active] += 1
             keep = ok & (need[active] > 0)
@@ -325,13 +404,27 @@ class OnnxProposer:
                 break
             if not keep.all():  # finished rows leave the batch
                 active, tok = active[keep], tok[keep]
-                past = [t[keep] for t in past]
+                rows = np.flatnonzero(keep)
+                past = [t.take(rows, axis=1) for t in past]
+                if 2 * len(active) <= served:
+                    context = _shrink(context, which[active])
+                    context_feeds, visible, c = self._context_view(context, which, width)
+                    served = len(active)
             k = int(length[active[0]])  # child tokens so far, the same for every active row
             step, past = self._run(tok[:, None], visible[active, :, :c + k], next_pos[active, None],
-                                   context.tensors, past)
+                                   context_feeds, past)
             logits = step[:, 0, :]
             next_pos[active] += 1
         return [out[r, :length[r]].tolist() if ok_rows[r] else None for r in range(n)]
+
+    def _context_view(self, context: _Context, which: np.ndarray,
+                      width: int) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
+        """``(feeds, visible, C)`` for decoding on ``context``: ``visible`` (rows, 1, C + width)
+        lets row ``r`` see the prefix and its own prompt, then its ``width`` child positions."""
+        c = len(context.owner)
+        visible = np.ones((len(which), 1, c + width), bool)
+        visible[:, 0, :c] = (context.owner[None, :] == _SHARED) | (context.owner[None, :] == which[:, None])
+        return self._context_feeds(context.tensors), visible, c
 
     def _to_expr(self, tokens: list[int] | None, req: ProposalRequest, rng: np.random.Generator) -> Expr | None:
         if tokens is None:
@@ -352,6 +445,8 @@ def _session_options(ort, intra_op_threads: int):
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
+    # Spin-waiting worker threads burn the shared cores between the many small kernels.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
 
 

@@ -67,7 +67,7 @@ class GrammarTable:
     def allowed(self, length: np.ndarray, need: np.ndarray, budget: np.ndarray,
                 n_parent_consts: np.ndarray) -> np.ndarray:
         """Same result as :func:`allowed_tokens` (rows must have ``need >= 1``)."""
-        slack = np.clip(budget - length - need, 0, 2)
+        slack = np.minimum(np.maximum(budget - length - need, 0), 2)
         return self.table[slack, np.minimum(n_parent_consts, self.n_pointers)]
 
 
@@ -78,15 +78,20 @@ def sample_tokens(logits: np.ndarray, allowed: np.ndarray, temperature: float, t
     Returns ``(tokens (rows,), ok (rows,))``; ``ok`` is False where the logits are not finite
     (the caller drops that row) — garbage logits never raise.
     """
-    logits = logits.astype(np.float64, copy=False)
-    ok = np.isfinite(logits).all(axis=1)
-    scores = np.where(allowed & ok[:, None], logits / max(temperature, 1e-6), -np.inf)
+    # Few, in-place NumPy calls: this runs once per decoding step.
+    scores = logits.astype(np.float64)  # a copy, float64: extreme logits / tiny temperatures stay finite
+    ok = np.isfinite(scores).all(axis=1)
+    if temperature != 1.0:
+        scores *= 1.0 / max(temperature, 1e-6)
+    np.putmask(scores, ~allowed, -np.inf)
+    if not ok.all():
+        scores[~ok] = -np.inf
     if top_k is not None and 0 < top_k < scores.shape[1]:
         kth = np.partition(scores, -top_k, axis=1)[:, -top_k]
-        scores = np.where(scores >= kth[:, None], scores, -np.inf)
+        np.putmask(scores, scores < kth[:, None], -np.inf)
     if temperature > 0:
-        u = rng.random(scores.shape)
-        scores = scores - np.log(-np.log(np.clip(u, 1e-300, 1.0 - 1e-16)))
+        # Gumbel-max: -log(E) with E ~ Exp(1) is a standard Gumbel draw.
+        scores -= np.log(np.maximum(rng.standard_exponential(scores.shape), 1e-300))
     tokens = scores.argmax(axis=1)
     ok &= np.isfinite(scores[np.arange(len(tokens)), tokens])
     return tokens, ok

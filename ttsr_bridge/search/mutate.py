@@ -51,6 +51,7 @@ IMMEDIATE = frozenset({"simplify", "do_nothing", "optimize"})
 _W_CONST, _W_OP, _W_FEAT, _W_SWAP = _IDX["mutate_constant"], _IDX["mutate_operator"], _IDX["mutate_feature"], _IDX["swap_operands"]
 _W_ADD, _W_INS, _W_DEL, _W_SIMP = _IDX["add_node"], _IDX["insert_node"], _IDX["delete_node"], _IDX["simplify"]
 _W_OPT = _IDX["optimize"]
+_GROWING = frozenset({_W_ADD, _W_INS})  # add_node / insert_node grow the tree by the new arity
 
 
 class MutationPlan:
@@ -151,6 +152,37 @@ def _sample_index(weights: list[float], rs: RandomStream) -> int:
     return i
 
 
+def _conditioned_cumsum(base_weights: list[float], parent: PopMember, opts: SearchOptions, curmaxsize: int,
+                        exclude_neural: bool) -> list[float]:
+    """Running sums of the weights :func:`condition_mutation_weights` gives for ``parent``.
+
+    The conditioned weights depend on the parent only through a few facts (a single leaf and
+    its kind; a binary node present; min(#constants, 8); complexity >= curmaxsize), so they
+    are computed once per combination and cached on ``opts`` (the entry keeps the base list
+    alive and is checked by identity, so a new base list never hits a stale entry)."""
+    codes = parent.tree.codes
+    if len(codes) == 1:
+        key = (id(base_weights), exclude_neural, True, codes[0] != 0)
+    else:
+        swap = not opts.nuna or any(c < 0 and c in opts.binary_set for c in codes)
+        nconst = codes.count(0)
+        key = (id(base_weights), exclude_neural, False, swap, min(8, nconst),
+               parent.complexity >= curmaxsize)
+    cache = opts.weight_cache
+    hit = cache.get(key)
+    if hit is not None and hit[0] is base_weights:
+        return hit[1]
+    weights = base_weights.copy()
+    if exclude_neural:
+        weights[-1] = 0.0
+    condition_mutation_weights(weights, parent, opts, curmaxsize)
+    cum = list(accumulate(weights))
+    if len(cache) > 4096:  # bounded: at most a few hundred keys per base list in practice
+        cache.clear()
+    cache[key] = (base_weights, cum)
+    return cum
+
+
 def _sample(weights: list[float], rs: RandomStream) -> str:
     """Name of a mutation drawn proportionally to ``weights`` (``do_nothing`` if all are 0)."""
     i = _sample_index(weights, rs)
@@ -244,11 +276,14 @@ def plan_mutation(
 ) -> MutationPlan:
     """First half of ``next_generation``: choose and apply the mutation (no evaluation)."""
     plan = MutationPlan(pop, parent, temperature)
-    weights = base_weights.copy()
-    if exclude_neural:
-        weights[-1] = 0.0
-    condition_mutation_weights(weights, parent, opts, curmaxsize)
-    ci = _sample_index(weights, rs)
+    cum = _conditioned_cumsum(base_weights, parent, opts, curmaxsize, exclude_neural)
+    total = cum[-1]
+    if total <= 0:
+        ci = -1
+    else:
+        ci = bisect_right(cum, rs.random() * total)
+        if ci >= len(cum):  # r rounded up to the total: the last positive weight
+            ci = max(k for k in range(len(cum)) if cum[k] > (cum[k - 1] if k else 0.0))
     choice = ALL_MUTATIONS[ci] if ci >= 0 else "do_nothing"
     plan.choice = choice
     if choice == NEURAL:
@@ -262,6 +297,15 @@ def plan_mutation(
     # check_constraints inlined: size <= curmaxsize, and depth <= maxdepth only when the
     # size bound does not already imply it
     unit = opts.unit_complexity
+    if unit and ci in _GROWING and not opts.nuna and len(tree.codes) + 2 > curmaxsize:
+        # with binary operators only every attempt adds exactly two nodes, so all
+        # MAX_ATTEMPTS attempts would fail the size check: fail without building them
+        if ci == _W_ADD:
+            plan.trace_type = "add_node:append" if rs.random() < 0.5 else "add_node:prepend"
+        else:
+            plan.trace_type = "insert_node"
+        plan.failed = True
+        return plan
     need_depth = opts.maxdepth < curmaxsize
     for _ in range(MAX_ATTEMPTS):
         child = fn(tree, plan, opts, curmaxsize, rs)

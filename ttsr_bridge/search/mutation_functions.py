@@ -94,12 +94,20 @@ def _random_op(opts: SearchOptions, arity: int, rs: RandomStream) -> int:
 
 
 def _random_node_with_leaves(opts: SearchOptions, arity: int, rs: RandomStream) -> tuple[list[int], list[float]]:
-    codes = [_random_op(opts, arity, rs)]
+    """A random operator of ``arity`` over :func:`make_random_leaf` leaves (inlined: the same
+    draws in the same order as ``_random_op`` then ``make_random_leaf`` per child)."""
+    ops = opts.unary_codes if arity == 1 else opts.binary_codes
+    rnd = rs.random
+    codes = [ops[int(rnd() * len(ops))]]
     vals = [0.0]
+    nf = opts.nfeatures
     for _ in range(arity):
-        c, v = make_random_leaf(opts, rs)
-        codes.append(c)
-        vals.append(v)
+        if rnd() < 0.5:
+            codes.append(0)
+            vals.append(opts.sample_value(rs))
+        else:
+            codes.append(int(rnd() * nf) + 1)
+            vals.append(0.0)
     return codes, vals
 
 

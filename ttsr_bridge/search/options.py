@@ -34,6 +34,7 @@ class SearchOptions:
         "should_simplify",
         "unary_codes",
         "unit_complexity",
+        "weight_cache",
     )
 
     def __init__(self, config: SearchConfig, nfeatures: int):
@@ -56,6 +57,8 @@ class SearchOptions:
         # True when every node counts 1, so that complexity(expr) == len(expr)
         self.unit_complexity: bool = self._cx_table is None
         self.should_simplify: bool = bool(config.should_simplify)
+        # conditioned mutation-weight running sums (see mutate._conditioned_cumsum)
+        self.weight_cache: dict[tuple, tuple[list[float], list[float]]] = {}
 
     @staticmethod
     def _build_complexity_table(config: SearchConfig) -> dict[int, int] | None:

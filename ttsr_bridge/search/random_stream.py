@@ -8,6 +8,8 @@ comes from the one seeded Generator, so a search is reproducible from ``random_s
 
 from __future__ import annotations
 
+from itertools import chain
+
 import numpy as np
 
 __all__ = ["RandomStream", "as_stream"]
@@ -16,52 +18,39 @@ _BLOCK = 4096
 
 
 class RandomStream:
-    """Buffered uniforms / normals / integers drawn from ``gen`` (a seeded Generator)."""
+    """Buffered uniforms / normals / integers drawn from ``gen`` (a seeded Generator).
 
-    __slots__ = ("_n", "_ni", "_u", "_ui", "gen")
+    ``random`` and ``normal`` are the ``__next__`` of endless iterators over blocks drawn
+    from ``gen`` (a C-level call per number); a block is drawn when the previous one runs out,
+    exactly when a per-call bounds check would draw it, so the stream interleaves with other
+    uses of ``gen`` the same way."""
+
+    __slots__ = ("gen", "normal", "random")
 
     def __init__(self, gen: np.random.Generator):
         if not isinstance(gen, np.random.Generator):
             raise TypeError(f"RandomStream needs a numpy.random.Generator, got {type(gen).__name__}")
         self.gen = gen
-        self._u: list[float] = []
-        self._ui = 0
-        self._n: list[float] = []
-        self._ni = 0
-
-    def random(self) -> float:
-        """Uniform in [0, 1)."""
-        i = self._ui
-        if i >= len(self._u):
-            self._u = self.gen.random(_BLOCK).tolist()
-            i = 0
-        self._ui = i + 1
-        return self._u[i]
+        # random() -> uniform in [0, 1); normal() -> standard normal (SR.jl's ``randn``)
+        self.random = chain.from_iterable(_blocks(gen.random)).__next__
+        self.normal = chain.from_iterable(_blocks(gen.standard_normal)).__next__
 
     def randint(self, n: int) -> int:
         """Uniform integer in [0, n) (n >= 1)."""
-        i = self._ui
-        if i >= len(self._u):
-            self._u = self.gen.random(_BLOCK).tolist()
-            i = 0
-        self._ui = i + 1
-        return int(self._u[i] * n)
+        return int(self.random() * n)
 
     def coin(self) -> bool:
         """``rand(Bool)``."""
         return self.random() < 0.5
 
-    def normal(self) -> float:
-        """Standard normal (SR.jl's ``randn``)."""
-        i = self._ni
-        if i >= len(self._n):
-            self._n = self.gen.standard_normal(_BLOCK).tolist()
-            i = 0
-        self._ni = i + 1
-        return self._n[i]
-
     def choice(self, seq):
-        return seq[self.randint(len(seq))]
+        return seq[int(self.random() * len(seq))]
+
+
+def _blocks(draw):
+    """Endless blocks of ``draw(_BLOCK)`` as lists (drawn lazily, one at a time)."""
+    while True:
+        yield draw(_BLOCK).tolist()
 
 
 def as_stream(rng: RandomStream | np.random.Generator) -> RandomStream:

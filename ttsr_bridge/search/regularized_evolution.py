@@ -217,7 +217,7 @@ def _finish_mutations(state: SearchState, plans: list[MutationPlan], losses: lis
                 plan, math.nan, freqs, opts, rs, lin, state.baseline, state.use_baseline)
         if plan.request is not None:
             outcomes.append(_outcome(state, plan, accepted))
-        if not (accepted or not skip):
+        if skip and not accepted:  # skip_mutation_failures: the population keeps its members
             if traces is not None:
                 traces[plan.pop].mutation_attempts(
                     [(plan.parent, baby, MutationStepTrace(plan.trace_type, result, reason))], None, 1)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -289,6 +289,18 @@ def run_iteration(state: SearchState) -> bool:
     return True
 
 
+def _callback_stops(state: SearchState, callback, t0: float, *, set_reason: bool = True) -> bool:
+    """Call the user's per-iteration callback; True when it asks the search to stop (the stop
+    reason becomes ``callback`` unless a budget already ended the search)."""
+    if callback is None:
+        return False
+    if callback(state.iteration, state.hall_of_fame, state.num_evals, time.time() - t0):
+        if set_reason:
+            state.stop_reason = StopReason.CALLBACK
+        return True
+    return False
+
+
 def equation_search(
     X,
     y,
@@ -300,13 +312,19 @@ def equation_search(
     trace=None,
     progress: bool = False,
     variable_names: Sequence[str] | None = None,
+    callback: Callable[[int, HallOfFame, float, float], bool] | None = None,
 ) -> SearchResult:
     """Run the PySR-faithful search on ``X`` ``(n_samples, n_features)``, ``y`` ``(n_samples,)``.
 
     ``proposer`` (see :mod:`ttsr_bridge.propose.protocol`) is used for the ``neural`` move,
     chosen with weight ``neural_weight`` among the mutation weights. ``trace`` is a path: the
     search then writes an SR.jl-format trace there. ``random_state`` in ``config`` makes the
-    run bit-reproducible."""
+    run bit-reproducible.
+
+    ``callback(iteration, hall_of_fame, num_evals, seconds) -> bool`` is called after the
+    initial populations (iteration 0) and after every iteration (``iteration`` = iterations
+    done); returning True stops the search (``stats.stop_reason == "callback"``). It must not
+    modify the hall of fame."""
     config = config if config is not None else SearchConfig.preset("pysr")
     X, y, names = _check_inputs(X, y, config, variable_names)
     if neural_weight < 0 or not math.isfinite(neural_weight):
@@ -328,14 +346,15 @@ def equation_search(
     try:
         init_populations(state)
         state.stop_reason = StopReason.NITERATIONS
-        if not (state.out_of_budget() or state.early_stop()):
+        if not (state.out_of_budget() or state.early_stop() or _callback_stops(state, callback, t0)):
             for _ in range(config.niterations):
                 go_on = run_iteration(state)
                 if bar is not None:
                     best = min((m.loss for m in state.hall_of_fame.existing()), default=math.inf)
                     bar.set_postfix(loss=f"{best:.3g}", evals=f"{state.num_evals:.3g}")
                     bar.update(1)
-                if not go_on:
+                # the callback also sees the last iteration of a search a budget stopped
+                if _callback_stops(state, callback, t0, set_reason=go_on) or not go_on:
                     break
     finally:
         if bar is not None:

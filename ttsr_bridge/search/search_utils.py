@@ -30,6 +30,7 @@ class StopReason:
     TIMEOUT = "timeout_in_seconds"
     MAX_EVALS = "max_evals"
     EARLY_STOP = "early_stop_condition"
+    CALLBACK = "callback"  # equation_search's callback asked to stop
 
 
 @dataclass

@@ -47,7 +47,7 @@ def _tournament_kernel(cost, complexity, penalty, rows, n, cum_weights, keys, u,
     S = cost.shape[1]
     W = penalty.shape[1]
     total = cum_weights[-1]
-    m = n if n < S else S
+    m = min(S, n)
     perm = np.empty(S, dtype=np.int64)
     adj = np.empty(S)
     used = np.empty(S, dtype=np.bool_)
@@ -69,8 +69,7 @@ def _tournament_kernel(cost, complexity, penalty, rows, n, cum_weights, keys, u,
             a = cost[row, col]
             if use_penalty:
                 cx = complexity[row, col]
-                if cx > W - 1:
-                    cx = W - 1
+                cx = min(cx, W - 1)
                 a = a * penalty[row, cx]  # 0 * inf -> NaN, sorted last
             adj[i] = a
             used[i] = False
@@ -78,8 +77,7 @@ def _tournament_kernel(cost, complexity, penalty, rows, n, cum_weights, keys, u,
         rank = 0
         while rank < cum_weights.shape[0] and cum_weights[rank] <= x:
             rank += 1
-        if rank > m - 1:
-            rank = m - 1
+        rank = min(rank, m - 1)
         pick = 0
         for _r in range(rank + 1):
             pick = -1

@@ -22,13 +22,13 @@ SR.jl function  →  here
 Members are duck-typed: any object with ``tree`` (an :class:`~ttsr_bridge.expr.tree.Expr`),
 ``loss``, ``cost``, ``complexity``, ``birth``, ``ref`` and ``parent`` (the engine's ``PopMember``).
 
-Speed: a traced search records one event per mutation, so the hooks only append small tuples
-of plain values (refs, the tree's ``codes`` / ``vals`` lists — trees are immutable values,
-docs/architecture.md §1 —, floats, strings) to the iteration; printing trees
+Speed: a traced search records one event per mutation, so the hooks only append plain values
+(refs, the tree's ``codes`` / ``vals`` lists — trees are immutable values, docs/architecture.md
+§1 —, floats, strings) to a flat event stream; printing trees
 (:func:`~ttsr_bridge.expr.printer.string_tree` form) and JSON encoding happen in
 :class:`~.tracing_render.TraceRenderer`, by default in a writer process that the search feeds
-one :mod:`marshal`-ed batch per ``write`` (:mod:`.tracing_process`), so they run on another
-core. ``background=False`` renders in this process instead (same bytes). Non-finite floats are
+:mod:`pickle`-d chunks of the stream (:mod:`.tracing_process`), so they run on another core.
+``background=False`` renders in this process instead (same bytes). Non-finite floats are
 written as ``Infinity`` / ``-Infinity`` / ``NaN`` — what SR.jl's JSON3 writer emits with
 ``allow_inf=true``, and what Python's :mod:`json` reads by default.
 """
@@ -45,9 +45,12 @@ from typing import Any, Protocol
 
 from .records import TRACE_SCHEMA_VERSION
 from .tracing_render import (
+    OP_BEGIN,
     OP_CROSSOVER,
     OP_DEATH,
+    OP_END,
     OP_ENTRY,
+    OP_ENTRY_AS,
     OP_MUTATE,
     OP_START_ENTRY,
     OP_TUNING,
@@ -68,6 +71,10 @@ __all__ = [
 _ = _FastStringTree
 
 _DEFAULT_BUFFER_BYTES = 1 << 20
+# Events are handed to the sink in chunks of about this many stream items (~100 mutations): a
+# chunk keeps the trees of its children alive until it is sent, and up to a few hundred such
+# lists the garbage collector never runs more often than in an untraced search.
+_FLUSH_ITEMS = 2048
 _time = time.time
 
 
@@ -139,7 +146,7 @@ class TraceWriter:
 
         self.path = Path(path)
         self._details_cache: dict[tuple[tuple[str, Any], ...], str] = {}
-        self._renderer: TraceRenderer | None = None  # for render() / tree_string() here
+        self._renderer: TraceRenderer | None = None  # for tree_string() here
         file = open(self.path, "w", encoding="utf-8", buffering=buffer_bytes)
         try:
             file.write(render_search_line(options_string, time.time()))
@@ -151,6 +158,10 @@ class TraceWriter:
             raise
         self.background = not isinstance(self._sink, InlineSink)
         self.lines_written = 1
+        # The event stream not yet handed to the sink (tracing_render's layout); every open
+        # IterationTrace appends to this one list.
+        self._ops: list[Any] = []
+        self._next_id = 0
 
     # ---- context manager -------------------------------------------------------------------
     def __enter__(self) -> TraceWriter:
@@ -171,7 +182,11 @@ class TraceWriter:
 
         ``out`` and ``pop`` are written as given (SR.jl's are 1-based Julia indices).
         """
-        return IterationTrace(self, int(out), int(pop), int(iteration), members)
+        if self._sink.closed:
+            raise ValueError("iteration_start on a closed TraceWriter")
+        rid = self._next_id
+        self._next_id += 1
+        return IterationTrace(self, rid, int(out), int(pop), int(iteration), members)
 
     def write(self, it: IterationTrace) -> None:
         """SR.jl ``write_trace``: append the iteration as one JSON line.
@@ -180,11 +195,28 @@ class TraceWriter:
         """
         if self._sink.closed:
             raise ValueError("write to a closed TraceWriter")
-        self._sink.send(it.batch())
+        if it._writer is not self or it._ended:
+            raise ValueError("write of an iteration trace that is not open in this writer")
+        it._ended = True
+        self._ops += (OP_END, it.id)
+        self.flush()
         self.lines_written += 1
 
+    def flush(self) -> None:
+        """Hand the recorded events to the sink (the engine's hooks call this as needed)."""
+        if self._ops:
+            try:
+                self._sink.send(self._ops)
+            finally:
+                self._ops.clear()
+
     def close(self) -> None:
-        """Wait for every written line to reach the file, then close it (idempotent)."""
+        """Wait for every written line to reach the file, then close it (idempotent).
+
+        Iterations begun but never written are left out, as SR.jl writes only on
+        ``write_trace``.
+        """
+        self._ops.clear()
         self._sink.close()
 
     def abort(self) -> None:
@@ -195,7 +227,7 @@ class TraceWriter:
     # ---- helpers ---------------------------------------------------------------------------
     @property
     def renderer(self) -> TraceRenderer:
-        """A renderer in this process (for :meth:`IterationTrace.render` and inspection)."""
+        """A renderer in this process, for inspection (the sink has its own)."""
         if self._renderer is None:
             self._renderer = TraceRenderer()
         return self._renderer
@@ -207,61 +239,58 @@ class TraceWriter:
 
     def details_json(self, details: dict[str, Any] | MutationStepTrace) -> str:
         """A crossover's ``details`` as JSON (``type`` defaults to SR.jl's ``subtree_crossover``)."""
-        d = details.to_json() if isinstance(details, MutationStepTrace) else dict(details)
-        d.setdefault("type", "subtree_crossover")  # SR.jl's crossover always names its kind
+        if isinstance(details, MutationStepTrace):
+            key: tuple[Any, ...] = (MutationStepTrace, details.type, details.result,
+                                    details.reason)
+        else:
+            key = tuple(details.items())  # in order: the JSON keeps the caller's order
         try:
-            key = tuple(sorted(d.items()))
             s = self._details_cache.get(key)
         except TypeError:  # unhashable values: not cached
-            return json.dumps(d, separators=(",", ":"))
+            return self._details_to_json(details)
         if s is None:
-            s = self._details_cache[key] = json.dumps(d, separators=(",", ":"))
+            s = self._details_cache[key] = self._details_to_json(details)
         return s
 
-
-def _entry_op(m: TracedMember) -> tuple[Any, ...]:
-    """The ``mutations`` entry of ``m`` as its state is now (SR.jl ``_trace_member!``)."""
-    t = m.tree
-    return (OP_ENTRY, m.ref, t.codes, t.vals, m.cost, m.loss, m.parent)
+    @staticmethod
+    def _details_to_json(details: dict[str, Any] | MutationStepTrace) -> str:
+        d = details.to_json() if isinstance(details, MutationStepTrace) else dict(details)
+        d.setdefault("type", "subtree_crossover")  # SR.jl's crossover always names its kind
+        return json.dumps(d, separators=(",", ":"))
 
 
 class IterationTrace:
     """One ``iteration`` record being built (SR.jl's per-iteration ``trace`` dict).
 
-    Holds the population at the start and the iteration's events as compact tuples
-    (:mod:`.tracing_render` describes them); :meth:`render` gives the JSON line.
+    The hooks append the events to the writer's event stream (:mod:`.tracing_render` describes
+    its flat layout) and the writer hands it to its sink in chunks. Flat because recording must
+    be cheap: one ``list += tuple`` per event allocates no object that outlives the call (small
+    tuples per event made garbage collection the largest cost of tracing), and trees are
+    recorded as their ``codes`` / ``vals`` lists, by reference (trees are values).
     """
 
-    __slots__ = (
-        "_members",
-        "_ops",
-        "_seen",
-        "_start_refs",
-        "_writer",
-        "iteration",
-        "output",
-        "population",
-        "started_at",
-    )
+    __slots__ = ("_ended", "_member_refs", "_ops", "_seen", "_writer", "id", "iteration",
+                 "output", "population", "started_at")
 
     def __init__(
-        self, writer: TraceWriter, output: int, population: int, iteration: int,
+        self, writer: TraceWriter, rid: int, output: int, population: int, iteration: int,
         members: Sequence[TracedMember],
     ) -> None:
         self._writer = writer
+        self.id = rid
         self.output = output
         self.population = population
         self.iteration = iteration
         self.started_at = time.time()
+        self._ended = False
         # The population at the start, in order, as its state is now.
-        self._members = [
-            (m.ref, m.tree.codes, m.tree.vals, m.loss, m.cost, m.complexity, m.birth, m.parent)
-            for m in members
-        ]
-        self._ops: list[tuple[Any, ...]] = []
+        dump = [(m.ref, m.tree.codes, m.tree.vals, m.loss, m.cost, m.complexity, m.birth,
+                 m.parent) for m in members]
+        self._member_refs = {d[0] for d in dump}
+        self._ops = writer._ops
+        self._ops += (OP_BEGIN, rid, output, population, iteration, self.started_at, dump)
         # Refs with a ``mutations`` entry in this iteration (first state wins, as SR.jl).
         self._seen: set[int] = set()
-        self._start_refs: set[int] | None = None
 
     # ---- SR.jl hooks -----------------------------------------------------------------------
     def mutation_attempts(
@@ -277,17 +306,18 @@ class IterationTrace:
         that was kept, as SR.jl's ``selected_attempt_idx``. ``replaced`` is the member that the
         kept child replaces (``None`` when the result is skipped); it gets a ``death`` event.
         """
-        # Hot path (one call per mutation): one clock read, set lookups and tuple appends only.
+        # Hot path (one call per mutation): one clock read, set lookups, list extends.
         seen = self._seen
-        append = self._ops.append
+        ops = self._ops
+        rid = self.id
         now = _time()
         if replaced is not None:
             rref = replaced.ref
             if rref not in seen:
                 seen.add(rref)
                 t = replaced.tree
-                append((OP_ENTRY, rref, t.codes, t.vals, replaced.cost, replaced.loss,
-                        replaced.parent))
+                ops += (OP_ENTRY, rid, rref, replaced.parent, replaced.cost, replaced.loss,
+                        t.codes, t.vals)
         idx = 0
         for parent, child, step in steps:
             idx += 1
@@ -295,16 +325,23 @@ class IterationTrace:
             if pref not in seen:
                 seen.add(pref)
                 t = parent.tree
-                append((OP_ENTRY, pref, t.codes, t.vals, parent.cost, parent.loss, parent.parent))
+                ops += (OP_ENTRY, rid, pref, parent.parent, parent.cost, parent.loss, t.codes,
+                        t.vals)
             cref = child.ref
             if cref not in seen:
                 seen.add(cref)
                 t = child.tree
-                append((OP_ENTRY, cref, t.codes, t.vals, child.cost, child.loss, child.parent))
-            append((OP_MUTATE, pref, cref, idx == selected_idx, now, step.type, step.result,
-                    step.reason))
+                if t is parent.tree:  # a rejected or identity move: the tree is not sent again
+                    ops += (OP_ENTRY_AS, rid, cref, child.parent, child.cost, child.loss, pref)
+                else:
+                    ops += (OP_ENTRY, rid, cref, child.parent, child.cost, child.loss, t.codes,
+                            t.vals)
+            ops += (OP_MUTATE, rid, pref, cref, idx == selected_idx, now, step.type,
+                    step.result, step.reason)
         if replaced is not None:
-            append((OP_DEATH, rref, now))
+            ops += (OP_DEATH, rid, rref, now)
+        if len(ops) >= _FLUSH_ITEMS:
+            self._writer.flush()
 
     def crossover(
         self,
@@ -322,12 +359,18 @@ class IterationTrace:
         "reason": ...}``); a :class:`MutationStepTrace` is accepted too.
         """
         seen = self._seen
+        ops = self._ops
+        rid = self.id
         for m in (parent1, parent2, child1, child2, replaced1, replaced2):
-            if m.ref not in seen:
-                seen.add(m.ref)
-                self._ops.append(_entry_op(m))
-        self._ops.append((OP_CROSSOVER, parent1.ref, parent2.ref, child1.ref, child2.ref, _time(),
-                          self._writer.details_json(details), replaced1.ref, replaced2.ref))
+            ref = m.ref
+            if ref not in seen:
+                seen.add(ref)
+                t = m.tree
+                ops += (OP_ENTRY, rid, ref, m.parent, m.cost, m.loss, t.codes, t.vals)
+        ops += (OP_CROSSOVER, rid, parent1.ref, parent2.ref, child1.ref, child2.ref,
+                replaced1.ref, replaced2.ref, _time(), self._writer.details_json(details))
+        if len(ops) >= _FLUSH_ITEMS:
+            self._writer.flush()
 
     def optimization(
         self, member: TracedMember, old_ref: int, new_ref: int, optimized: bool
@@ -339,32 +382,22 @@ class IterationTrace:
         passes ``False`` when that option is off).
         """
         seen = self._seen
-        if member.ref not in seen:
-            seen.add(member.ref)
-            self._ops.append(_entry_op(member))
+        ops = self._ops
+        rid = self.id
+        ref = member.ref
+        if ref not in seen:
+            seen.add(ref)
+            t = member.tree
+            ops += (OP_ENTRY, rid, ref, member.parent, member.cost, member.loss, t.codes, t.vals)
         if old_ref not in seen:
             # Known only from the iteration's start: SR.jl copies its members dump.
-            if self._start_refs is None:
-                self._start_refs = {m[0] for m in self._members}
-            if old_ref not in self._start_refs:
+            if old_ref not in self._member_refs:
                 raise KeyError(
                     f"trace_optimization: ref {old_ref} is neither traced in this iteration nor "
                     "a member at its start"
                 )
             seen.add(old_ref)
-            self._ops.append((OP_START_ENTRY, old_ref))
-        self._ops.append((OP_TUNING, old_ref, new_ref, _time(), bool(optimized)))
-
-    # ---- record ----------------------------------------------------------------------------
-    def batch(self) -> tuple[Any, ...]:
-        """The iteration as a batch of plain values (see :mod:`.tracing_render`)."""
-        return (self.output, self.population, self.iteration, self.started_at, self._members,
-                self._ops)
-
-    def render(self) -> str:
-        """The ``iteration`` record as one line of JSON (SR.jl's fields)."""
-        return self._writer.renderer.render(self.batch())
-
-    def to_json(self) -> dict[str, Any]:
-        """The record as a parsed dict (for inspection)."""
-        return json.loads(self.render())
+            ops += (OP_START_ENTRY, rid, old_ref)
+        ops += (OP_TUNING, rid, old_ref, new_ref, bool(optimized), _time())
+        if len(ops) >= _FLUSH_ITEMS:
+            self._writer.flush()

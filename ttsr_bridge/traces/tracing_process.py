@@ -1,30 +1,32 @@
-"""Where a :class:`~.tracing.TraceWriter`'s iteration batches become lines of the trace file.
+"""Where a :class:`~.tracing.TraceWriter`'s event stream becomes the lines of the trace file.
 
 * :class:`ProcessSink` (the default on POSIX): a writer process (``python -m
   ttsr_bridge.traces.tracing_process FD BUFFER``, started with :mod:`subprocess` so that it never
-  re-imports the user's ``__main__``) renders the batches on another core. The search sends
-  each batch as one frame on the process's stdin: an 8-byte little-endian length, then the
-  :mod:`marshal` dump of ``(kind, payload)``. The trace file is opened by the search process
+  re-imports the user's ``__main__``) renders the event stream on another core. The search
+  sends each chunk of the stream as one frame on the process's stdin: an 8-byte little-endian
+  length, then the :mod:`pickle` of ``(kind, payload)``. The trace file is opened by the search process
   (errors surface there) and inherited as file descriptor ``FD``.
 * :class:`InlineSink`: renders in the calling process (``background=False``, or where a writer
   process cannot be started).
 
 Lifecycle of the writer process: it ignores SIGINT (a Ctrl-C in a terminal reaches the whole
 process group; the search decides, and its ``close`` waits for the lines already sent); at EOF
-on stdin (``close``, or the search process died) it writes every complete batch it received and
-exits, so the file only ever ends in a cut line if the writer itself is killed — readers count
+on stdin (``close``, or the search process died) it writes every record it received complete and
+exits (records never ended are left out), so the file only ever ends in a cut line if the
+writer itself is killed — readers count
 that line as truncated and skip it. If it fails, the search's next ``send`` or its ``close``
 raises :class:`TraceWriterError` with the writer's error message.
 
-The frames come from the parent process through a pipe only it holds; :mod:`marshal` builds
-nothing but plain values (no code runs on load), and the writer checks the message layout.
+The frames come from the parent process through a pipe only it holds; even so the writer
+unpickles with an allow-list (plain values, NumPy scalars: no other global is ever resolved, so
+no code runs on load) and checks the message layout.
 """
 
 from __future__ import annotations
 
-import marshal
-import numbers
+import io
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -35,14 +37,22 @@ from typing import IO, Any
 
 from .tracing_render import TraceRenderer, operator_forms
 
-__all__ = ["InlineSink", "ProcessSink", "TraceWriterError", "main", "open_sink"]
+__all__ = ["WRITER_ENV", "InlineSink", "ProcessSink", "TraceWriterError", "main", "open_sink"]
+
+# ``TTSR_TRACE_WRITER=inline`` / ``process`` picks the sink of writers that do not choose
+# (``background=None``), e.g. the one ``equation_search(trace=...)`` opens.
+WRITER_ENV = "TTSR_TRACE_WRITER"
 
 MSG_FORMS = 0  # payload: operator forms (TraceRenderer.string_tree.forms())
-MSG_ITERATION = 1  # payload: one iteration batch (see tracing_render)
+MSG_OPS = 1  # payload: one chunk of the event stream (see tracing_render)
 
 _HEADER_BYTES = 8
-_MARSHAL_VERSION = 4  # shares repeated objects (a tree's lists), so payloads stay small
-_PIPE_BYTES = 1 << 20  # lets the search run a few batches ahead of a busy writer
+_PICKLE_PROTOCOL = 5  # memoises repeated objects (a tree's lists), so payloads stay small
+# NumPy scalars (a member's loss may be one) are the only objects beyond plain values.
+_ALLOWED_GLOBALS = frozenset({
+    ("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar"), ("numpy", "dtype"),
+})
+_PIPE_BYTES = 1 << 20  # lets the search run a few chunks ahead of a busy writer
 
 
 class TraceWriterError(RuntimeError):
@@ -50,7 +60,7 @@ class TraceWriterError(RuntimeError):
 
 
 class InlineSink:
-    """Renders and writes each batch in the calling process."""
+    """Renders the event stream in the calling process."""
 
     def __init__(self, file: IO[str]) -> None:
         self._file = file
@@ -60,9 +70,10 @@ class InlineSink:
     def closed(self) -> bool:
         return self._file.closed
 
-    def send(self, batch: tuple[Any, ...]) -> None:
-        self._file.write(self._renderer.render(batch))
-        self._file.write("\n")
+    def send(self, ops: list[Any]) -> None:
+        for line in self._renderer.feed(ops):
+            self._file.write(line)
+            self._file.write("\n")
 
     def close(self) -> None:
         if not self._file.closed:
@@ -72,36 +83,27 @@ class InlineSink:
         self.close()
 
 
-def _plain(x: Any) -> Any:
-    """``x`` with NumPy scalars and number subclasses turned into plain ``int`` / ``float``."""
-    t = type(x)
-    if t is int or t is float or t is str or t is bool or x is None:
-        return x
-    if t is list:
-        return [_plain(v) for v in x]
-    if t is tuple:
-        return tuple(_plain(v) for v in x)
-    item = getattr(x, "item", None)  # NumPy scalars
-    if callable(item) and not isinstance(x, (list, tuple, str)):
-        v = item()
-        if type(v) in (int, float, bool):
-            return v
-    if isinstance(x, numbers.Integral):
-        return int(x)
-    if isinstance(x, numbers.Real):
-        return float(x)
-    if isinstance(x, str):
-        return str(x)
-    raise TypeError(f"a trace can only record numbers and strings, not {t.__name__}: {x!r}")
-
-
 def encode_message(kind: int, payload: Any) -> bytes:
-    """One frame: the length header and the marshalled ``(kind, payload)``."""
-    try:
-        data = marshal.dumps((kind, payload), _MARSHAL_VERSION)
-    except ValueError:  # a NumPy scalar or a number subclass somewhere: convert, rarely needed
-        data = marshal.dumps((kind, _plain(payload)), _MARSHAL_VERSION)
+    """One frame: the length header and the pickled ``(kind, payload)``."""
+    data = pickle.dumps((kind, payload), _PICKLE_PROTOCOL)
     return len(data).to_bytes(_HEADER_BYTES, "little") + data
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Loads plain values and NumPy scalars only: any other global is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"a trace event may not hold {module}.{name}")
+
+
+def decode_message(data: bytes) -> tuple[int, Any]:
+    """The ``(kind, payload)`` of one frame's data (checked)."""
+    msg = _PlainUnpickler(io.BytesIO(data)).load()
+    if not (isinstance(msg, tuple) and len(msg) == 2 and msg[0] in (MSG_FORMS, MSG_OPS)):
+        raise ValueError("malformed trace writer message")
+    return msg
 
 
 def _package_root() -> str:
@@ -109,7 +111,7 @@ def _package_root() -> str:
 
 
 class ProcessSink:
-    """Feeds batches to a writer process that renders them into ``file`` (see module docstring).
+    """Feeds the event stream to a writer process that renders them into ``file`` (see module docstring).
 
     ``file`` is the open trace file; the process gets its descriptor and this object closes
     its own copy.
@@ -144,16 +146,16 @@ class ProcessSink:
         self._finalizer = weakref.finalize(self, _finalize, self._proc, self._pipe, self._stderr)
 
     # ---- sending ---------------------------------------------------------------------------
-    def send(self, batch: tuple[Any, ...]) -> None:
-        """Send one iteration batch (blocks only while the writer is a full pipe behind)."""
+    def send(self, ops: list[Any]) -> None:
+        """Send one chunk of the event stream (blocks only while the writer is a pipe behind)."""
         if self.closed:
             raise ValueError("send on a closed trace sink")
         from ..expr.operators import OPERATORS
 
-        if len(OPERATORS) != self._ops_known:  # first batch, or operators registered since
+        if len(OPERATORS) != self._ops_known:  # first chunk, or operators registered since
             self._ops_known = len(OPERATORS)
             self._write(encode_message(MSG_FORMS, operator_forms()))
-        self._write(encode_message(MSG_ITERATION, batch))
+        self._write(encode_message(MSG_OPS, ops))
 
     def _write(self, frame: bytes) -> None:
         view = memoryview(frame)
@@ -233,21 +235,27 @@ def _finalize(proc: subprocess.Popen[bytes], pipe: IO[bytes], stderr: IO[bytes])
 
 
 def open_sink(file: IO[str], buffer_bytes: int, background: bool | None) -> InlineSink | ProcessSink:
-    """A :class:`ProcessSink` when ``background`` (default: where ``pass_fds`` works), else inline.
+    """A :class:`ProcessSink` when ``background``, else an :class:`InlineSink`.
 
-    An explicit ``background=True`` that cannot start a writer process raises; the default
-    falls back to rendering inline.
+    ``background=None`` reads :data:`WRITER_ENV`, else takes the process sink on POSIX (it
+    needs ``pass_fds``). A process sink asked for explicitly that cannot start raises; the
+    default falls back to rendering inline.
     """
+    explicit = background is not None
     if background is None:
-        background = os.name == "posix" and bool(sys.executable)
+        choice = os.environ.get(WRITER_ENV, "").strip().lower()
+        if choice not in ("", "inline", "process"):
+            raise ValueError(f"{WRITER_ENV} must be 'inline' or 'process', not {choice!r}")
+        explicit = bool(choice)
+        background = choice == "process" or (not choice and os.name == "posix")
     if not background:
         return InlineSink(file)
     try:
         return ProcessSink(file, buffer_bytes)
     except OSError:
-        if background is None:
-            return InlineSink(file)
-        raise
+        if explicit:
+            raise
+        return InlineSink(file)
 
 
 # ================================================================================================
@@ -267,10 +275,7 @@ def _read_messages(stream: IO[bytes]):
         data = _read_exact(stream, int.from_bytes(header, "little"))
         if data is None:
             return
-        msg = marshal.loads(data)
-        if not (isinstance(msg, tuple) and len(msg) == 2 and msg[0] in (MSG_FORMS, MSG_ITERATION)):
-            raise ValueError("malformed trace writer message")
-        yield msg
+        yield decode_message(data)
 
 
 def run_writer(stream: IO[bytes], out: IO[str]) -> int:
@@ -280,13 +285,32 @@ def run_writer(stream: IO[bytes], out: IO[str]) -> int:
     for kind, payload in _read_messages(stream):
         if kind == MSG_FORMS:
             renderer.string_tree.set_forms(payload)
-        else:
-            if not (isinstance(payload, tuple) and len(payload) == 6):
-                raise ValueError("malformed iteration batch")
-            out.write(renderer.render(payload))
+            continue
+        if not isinstance(payload, list):
+            raise ValueError("malformed trace writer message: the events are not a list")
+        for line in renderer.feed(payload):
+            out.write(line)
             out.write("\n")
             lines += 1
     return lines
+
+
+def _light_expr_package() -> None:
+    """Let the writer import ``ttsr_bridge.expr.printer`` without the package's ``__init__``.
+
+    The package ``__init__`` imports the compiled evaluator (numba: a quarter of a second of
+    CPU at the start of every traced search, on the core the search may need). The writer only
+    prints trees, so in this process alone the package is a bare namespace over its folder.
+    """
+    name = "ttsr_bridge.expr"
+    if name in sys.modules:
+        return
+    import types
+
+    pkg = types.ModuleType(name, "ttsr_bridge.expr (printing only, in the trace writer)")
+    pkg.__path__ = [str(Path(__file__).resolve().parents[1] / "expr")]
+    pkg.__package__ = name
+    sys.modules[name] = pkg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -297,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
               "(started by TraceWriter, not by hand)", file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _light_expr_package()
     fd, buffer_bytes = int(args[0]), int(args[1])
     with os.fdopen(fd, "w", encoding="utf-8", buffering=buffer_bytes) as out:
         run_writer(sys.stdin.buffer, out)

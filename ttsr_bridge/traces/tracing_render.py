@@ -1,27 +1,36 @@
 """Rendering of compact trace events into SR.jl v1 trace lines (JSON text).
 
-:mod:`.tracing` records each traced event on the search's hot path as a small tuple of plain
-values (refs, the ``codes`` / ``vals`` lists of an immutable :class:`~ttsr_bridge.expr.tree.Expr`,
-floats, strings) and hands one *iteration batch* per ``write_trace`` to a :class:`TraceRenderer`,
-which prints the trees and builds the JSON line — usually in a separate writer process
-(:mod:`.tracing_process`), so the search never pays for printing or encoding.
+:mod:`.tracing` records each traced event on the search's hot path as a few plain values
+(refs, the ``codes`` / ``vals`` lists of an immutable :class:`~ttsr_bridge.expr.tree.Expr`,
+floats, strings) appended to an *event stream*, and hands the stream in chunks to a
+:class:`TraceRenderer`, which prints the trees and builds the JSON lines — usually in a separate
+writer process (:mod:`.tracing_process`), so the search never pays for printing or encoding.
 
-Iteration batch (a tuple; every value is a plain ``int`` / ``float`` / ``bool`` / ``str`` /
-``None`` / ``list`` / ``tuple``, so it travels through :mod:`marshal`):
+The event stream is a flat list of plain values (``int`` / ``float`` / ``bool`` / ``str`` /
+``None`` / ``list`` / ``tuple``, or NumPy scalars where members hold them), cut anywhere between
+events into chunks: each event is its tag, the id of its iteration record (unique per writer),
+then its fields —
 
-``(output, population, iteration, started_at, members, ops)``
+===================  ===========================================================================
+tag                  fields
+===================  ===========================================================================
+``OP_BEGIN``         output, population, iteration, started_at, members (one ``(ref, codes,
+                     vals, loss, cost, complexity, birth, parent)`` per member, in order)
+``OP_ENTRY``         ref, parent, cost, loss, codes, vals
+``OP_ENTRY_AS``      ref, parent, cost, loss, ref of an entry of this record with the same tree
+``OP_START_ENTRY``   ref
+``OP_MUTATE``        parent ref, child ref, selected, time, type, result, reason
+``OP_DEATH``         ref, time
+``OP_CROSSOVER``     parent1, parent2, child1, child2, dead1, dead2, time, details JSON
+``OP_TUNING``        old ref, new ref, optimized, time
+``OP_END``           — (SR.jl's ``write_trace``: the record's line is complete)
+===================  ===========================================================================
 
-* ``members``: the population at the start, one ``(ref, codes, vals, loss, cost, complexity,
-  birth, parent)`` per member, in order;
-* ``ops``: the iteration's events in call order, each a tuple whose first item is its tag:
-
-  - ``(OP_ENTRY, ref, codes, vals, cost, loss, parent)``: register ``ref`` in ``mutations``
-    (sent once per ref and iteration: SR.jl's first state wins);
-  - ``(OP_START_ENTRY, ref)``: register ``ref`` with its fields from ``members``;
-  - ``(OP_MUTATE, parent_ref, child_ref, selected, time, type, result, reason)``;
-  - ``(OP_DEATH, ref, time)``;
-  - ``(OP_CROSSOVER, parent1, parent2, child1, child2, time, details_json, dead1, dead2)``;
-  - ``(OP_TUNING, old_ref, new_ref, time, optimized)`` (a ``tuning`` then a ``death`` event).
+``OP_ENTRY`` registers a ref in ``mutations`` (sent once per ref and record: SR.jl's first state
+wins); ``OP_START_ENTRY`` registers it with its fields from ``members``; a tuning is a
+``tuning`` then a ``death`` event; a crossover's event goes on both parents and a ``death`` on
+both replaced members. Records of several populations interleave (the engine runs them in
+lockstep); lines come out in ``OP_END`` order.
 
 The output is byte-for-byte what the in-process writer produced before the split: floats as
 Python's ``repr`` (non-finite as SR.jl's JSON3 ``Infinity`` / ``-Infinity`` / ``NaN``), trees
@@ -39,9 +48,12 @@ from typing import Any
 from .records import TRACE_SCHEMA_VERSION
 
 __all__ = [
+    "OP_BEGIN",
     "OP_CROSSOVER",
     "OP_DEATH",
+    "OP_END",
     "OP_ENTRY",
+    "OP_ENTRY_AS",
     "OP_MUTATE",
     "OP_START_ENTRY",
     "OP_TUNING",
@@ -58,6 +70,9 @@ OP_MUTATE = 2
 OP_DEATH = 3
 OP_CROSSOVER = 4
 OP_TUNING = 5
+OP_BEGIN = 6
+OP_END = 7
+OP_ENTRY_AS = 8
 
 # The tree-string cache is cleared when it grows past this many trees; a population's members
 # are re-printed at most once after a clear, so the bound only costs a little throughput.
@@ -71,6 +86,16 @@ def jfloat(x: float) -> str:
     """A float as JSON text; non-finite as SR.jl's JSON3 (``allow_inf``) writes them."""
     r = _float_repr(float(x))
     return _NONFINITE.get(r, r)
+
+
+def _jfloat_fast(x: float) -> str:
+    """:func:`jfloat` for the writer's loop: no conversion for a ``float``."""
+    try:
+        r = _float_repr(x)
+    except TypeError:  # an int or a float-like: convert as jfloat does
+        return jfloat(x)
+    # A finite float's repr ends in a digit; 'inf' / '-inf' / 'nan' do not.
+    return r if r[-1] <= "9" else _NONFINITE[r]
 
 
 def step_to_json(type_: str, result: str | None, reason: str | None) -> str:
@@ -228,12 +253,42 @@ class _FastStringTree:
         return self._string_tree(self._expr_cls(codes, vals))
 
 
-class TraceRenderer:
-    """Turns iteration batches (module docstring) into ``iteration`` JSON lines.
+class _Record:
+    """An ``iteration`` record being rendered: its header, members, and ``mutations`` so far.
 
-    Keeps caches across iterations: printed trees by content (members are re-dumped every
-    iteration and many traced children are copies of their parent), mutation objects and
-    crossover details by value.
+    ``events`` maps a ref to ``""`` (none), one JSON string, or a list once a second arrives:
+    mostly strings, and no quadratic joins for a tournament winner with hundreds of events.
+    """
+
+    __slots__ = ("events", "head", "heads", "member_fields", "member_trees", "start_fields",
+                 "trees")
+
+    def __init__(self, head: str, member_fields: list[tuple[int, str]]) -> None:
+        self.head = head
+        self.member_fields = member_fields
+        self.heads: dict[int, str] = {}
+        self.events: dict[int, str | list[str]] = {}
+        self.start_fields: dict[int, str] | None = None
+        self.trees: dict[int, str] = {}  # ref -> tree JSON, for OP_ENTRY_AS
+        self.member_trees: dict[int, str] = {}  # the same for the members at the start
+
+
+def _add(events: dict[int, str | list[str]], ref: int, ev: str) -> None:
+    prev = events[ref]
+    if not prev:
+        events[ref] = ev
+    elif prev.__class__ is list:
+        prev.append(ev)  # type: ignore[union-attr]
+    else:
+        events[ref] = [prev, ev]  # type: ignore[list-item]
+
+
+class TraceRenderer:
+    """Turns the event stream (module docstring) into ``iteration`` JSON lines.
+
+    Feed it the chunks in order (:meth:`feed`); it keeps the open records between chunks, and
+    caches across records: printed trees by content (members are re-dumped every iteration and
+    many traced children are copies of their parent), mutation objects by value.
     """
 
     def __init__(self) -> None:
@@ -242,7 +297,15 @@ class TraceRenderer:
         # the vals bytes tell -0.0 from 0.0, which a float tuple would not.
         self._tree_cache: dict[tuple[tuple[int, ...], bytes], str] = {}
         self._step_cache: dict[tuple[str, str | None, str | None], str] = {}
+        # (type, result, reason, selected) -> the end of a mutate event's JSON
+        self._mutate_tail_cache: dict[tuple[str, str | None, str | None, bool], str] = {}
         self._time_cache: tuple[float, str] = (float("nan"), "")
+        self._records: dict[int, _Record] = {}
+
+    @property
+    def open_records(self) -> int:
+        """Records begun and not yet ended (a search stopped mid-iteration leaves some)."""
+        return len(self._records)
 
     # ---- fragments -------------------------------------------------------------------------
     def tree_json(self, codes: Sequence[int], vals: Sequence[float]) -> str:
@@ -256,10 +319,13 @@ class TraceRenderer:
             self._tree_cache[key] = s
         return s
 
-    def member_fields(self, m: Sequence[Any]) -> str:
-        """A ``members`` entry's fields as JSON text, without braces (``m`` as in a batch)."""
+    def member_fields(self, m: Sequence[Any], tree: str | None = None) -> str:
+        """A ``members`` entry's fields as JSON text, without braces (``m`` as in ``OP_BEGIN``;
+        ``tree``: its tree JSON when known)."""
         ref, codes, vals, loss, cost, complexity, birth, parent = m
-        return (f'"tree":{self.tree_json(codes, vals)},"loss":{jfloat(loss)},"cost":{jfloat(cost)},'
+        if tree is None:
+            tree = self.tree_json(codes, vals)
+        return (f'"tree":{tree},"loss":{jfloat(loss)},"cost":{jfloat(cost)},'
                 f'"complexity":{int(complexity)},"birth":{int(birth)},"ref":{int(ref)},'
                 f'"parent":{int(parent)}')
 
@@ -278,84 +344,148 @@ class TraceRenderer:
             self._time_cache = (t, s)
         return s
 
-    # ---- the record ------------------------------------------------------------------------
-    def render(self, batch: Sequence[Any]) -> str:
-        """One iteration batch → the ``iteration`` record as one line of JSON."""
-        output, population, iteration, started_at, members, ops = batch
-        member_fields = [(m[0], self.member_fields(m)) for m in members]
-        heads, events = self._replay(ops, member_fields)
-        members_json = ",".join("{" + f + "}" for _, f in member_fields)
-        muts = ",".join(
-            f'"{ref}":{{"events":[{ev if ev.__class__ is str else ",".join(ev)}],{head}}}'
-            for ref, head, ev in ((r, h, events[r]) for r, h in heads.items())
-        )
-        return (
-            f'{{"schema_version":{TRACE_SCHEMA_VERSION},"record_type":"iteration",'
-            f'"output":{int(output)},"population":{int(population)},"iteration":{int(iteration)},'
-            f'"started_at":{_float_repr(float(started_at))},"members":[{members_json}],'
-            f'"mutations":{{{muts}}}}}'
-        )
+    # ---- the stream ------------------------------------------------------------------------
+    def feed(self, ops: Sequence[Any]) -> list[str]:
+        """Apply one chunk of the event stream; returns the lines it completed, in order.
 
-    def _replay(
-        self, ops: Sequence[Sequence[Any]], member_fields: list[tuple[int, str]]
-    ) -> tuple[dict[int, str], dict[int, str | list[str]]]:
-        """The ``mutations`` object as text: ref → entry fields, and ref → its events.
-
-        Events are ``""`` (none), one JSON string, or a list once a second arrives: mostly
-        strings, and no quadratic joins for a tournament winner with hundreds of events.
+        Raises ``ValueError`` for a malformed chunk (unknown tag, unknown record or ref, cut
+        event).
         """
+        try:
+            return self._feed(ops)
+        except (IndexError, KeyError, TypeError) as exc:
+            raise ValueError(f"malformed trace event stream: {exc!r}") from None
+
+    def _feed(self, ops: Sequence[Any]) -> list[str]:
+        # The writer's hot loop (one pass per event): the common events are inlined.
+        lines: list[str] = []
+        records = self._records
+        tree_cache, tail_cache = self._tree_cache, self._mutate_tail_cache
+        tree_json, step_json = self.tree_json, self._step_json
+        last_t, last_ts = self._time_cache
+        cur_id: Any = None
+        rec: _Record | None = None
         heads: dict[int, str] = {}
         events: dict[int, str | list[str]] = {}
-        start_fields: dict[int, str] | None = None
-        tree_json, step_json, tfmt = self.tree_json, self._step_json, self._time
-
-        def add(ref: int, ev: str) -> None:
-            prev = events[ref]
-            if not prev:
-                events[ref] = ev
-            elif prev.__class__ is list:
-                prev.append(ev)  # type: ignore[union-attr]
-            else:
-                events[ref] = [prev, ev]  # type: ignore[list-item]
-
-        for op in ops:
-            tag = op[0]
+        trees: dict[int, str] = {}
+        i, n = 0, len(ops)
+        while i < n:
+            tag, rid = ops[i], ops[i + 1]
+            if rid != cur_id and tag != OP_BEGIN:
+                rec = records[rid]
+                cur_id, heads, events, trees = rid, rec.heads, rec.events, rec.trees
             if tag == OP_MUTATE:
-                _, pref, cref, selected, t, type_, result, reason = op
-                add(pref, f'{{"type":"mutate","time":{tfmt(t)},"child":{int(cref)},"selected":'
-                          f'{"true" if selected else "false"},'
-                          f'"mutation":{step_json(type_, result, reason)}}}')
+                pref, cref, selected, t, type_, result, reason = ops[i + 2:i + 9]
+                i += 9
+                if t != last_t:
+                    last_t, last_ts = t, _float_repr(float(t))
+                key = (type_, result, reason, bool(selected))
+                tail = tail_cache.get(key)
+                if tail is None:
+                    tail = tail_cache[key] = (
+                        f'"selected":{"true" if selected else "false"},'
+                        f'"mutation":{step_json(type_, result, reason)}}}')
+                ev = f'{{"type":"mutate","time":{last_ts},"child":{int(cref)},{tail}'
+                prev = events[pref]
+                if not prev:
+                    events[pref] = ev
+                elif prev.__class__ is list:
+                    prev.append(ev)  # type: ignore[union-attr]
+                else:
+                    events[pref] = [prev, ev]  # type: ignore[list-item]
             elif tag == OP_ENTRY:
-                _, ref, codes, vals, cost, loss, parent = op
-                heads[ref] = (f'"tree":{tree_json(codes, vals)},"cost":{jfloat(cost)},'
-                              f'"loss":{jfloat(loss)},"parent":{int(parent)}')
+                ref, parent, cost, loss, codes, vals = ops[i + 2:i + 8]
+                i += 8
+                tj = tree_cache.get((tuple(codes), array("d", vals).tobytes()))
+                if tj is None:
+                    tj = tree_json(codes, vals)
+                trees[ref] = tj
+                heads[ref] = (f'"tree":{tj},"cost":{_jfloat_fast(cost)},'
+                              f'"loss":{_jfloat_fast(loss)},"parent":{int(parent)}')
+                events[ref] = ""
+            elif tag == OP_ENTRY_AS:
+                ref, parent, cost, loss, same = ops[i + 2:i + 7]
+                i += 7
+                tj = trees[ref] = trees[same]
+                heads[ref] = (f'"tree":{tj},"cost":{_jfloat_fast(cost)},'
+                              f'"loss":{_jfloat_fast(loss)},"parent":{int(parent)}')
                 events[ref] = ""
             elif tag == OP_DEATH:
-                add(op[1], f'{{"type":"death","time":{tfmt(op[2])}}}')
+                ref, t = ops[i + 2], ops[i + 3]
+                i += 4
+                if t != last_t:
+                    last_t, last_ts = t, _float_repr(float(t))
+                ev = f'{{"type":"death","time":{last_ts}}}'
+                prev = events[ref]
+                if not prev:
+                    events[ref] = ev
+                elif prev.__class__ is list:
+                    prev.append(ev)  # type: ignore[union-attr]
+                else:
+                    events[ref] = [prev, ev]  # type: ignore[list-item]
             elif tag == OP_CROSSOVER:
-                _, p1, p2, c1, c2, t, details, d1, d2 = op
-                ev = (f'{{"type":"crossover","time":{tfmt(t)},"parent1":{int(p1)},'
+                p1, p2, c1, c2, d1, d2, t, details = ops[i + 2:i + 10]
+                i += 10
+                ts = self._time(t)
+                ev = (f'{{"type":"crossover","time":{ts},"parent1":{int(p1)},'
                       f'"parent2":{int(p2)},"child1":{int(c1)},"child2":{int(c2)},'
                       f'"details":{details}}}')
                 # SR.jl pushes the same event object on both parents.
-                add(p1, ev)
-                add(p2, ev)
-                death = f'{{"type":"death","time":{tfmt(t)}}}'
-                add(d1, death)
-                add(d2, death)
+                _add(events, p1, ev)
+                _add(events, p2, ev)
+                death = f'{{"type":"death","time":{ts}}}'
+                _add(events, d1, death)
+                _add(events, d2, death)
             elif tag == OP_TUNING:
-                _, old_ref, new_ref, t, optimized = op
+                old_ref, new_ref, optimized, t = ops[i + 2:i + 6]
+                i += 6
                 kind = "simplification_and_optimization" if optimized else "simplification"
-                ts = tfmt(t)
-                add(old_ref, f'{{"type":"tuning","time":{ts},"child":{int(new_ref)},'
-                             f'"mutation":{{"type":"{kind}"}}}}')
-                add(old_ref, f'{{"type":"death","time":{ts}}}')
+                ts = self._time(t)
+                _add(events, old_ref, f'{{"type":"tuning","time":{ts},"child":{int(new_ref)},'
+                                      f'"mutation":{{"type":"{kind}"}}}}')
+                _add(events, old_ref, f'{{"type":"death","time":{ts}}}')
             elif tag == OP_START_ENTRY:
-                if start_fields is None:
-                    start_fields = dict(member_fields)
-                ref = op[1]
-                heads[ref] = start_fields[ref]
+                assert rec is not None
+                if rec.start_fields is None:
+                    rec.start_fields = dict(rec.member_fields)
+                ref = ops[i + 2]
+                i += 3
+                heads[ref] = rec.start_fields[ref]
+                trees[ref] = rec.member_trees[ref]
                 events[ref] = ""
+            elif tag == OP_BEGIN:
+                output, population, iteration, started_at, members = ops[i + 2:i + 7]
+                i += 7
+                if rid in records:
+                    raise ValueError(f"trace record {rid} begun twice")
+                records[rid] = self._begin(output, population, iteration, started_at, members)
+            elif tag == OP_END:
+                i += 2
+                assert rec is not None
+                lines.append(self._finish(rec))
+                del records[rid]
+                cur_id = rec = None
             else:
-                raise ValueError(f"unknown trace event tag {tag!r}")
-        return heads, events
+                raise ValueError(f"unknown trace event tag {tag!r} at {i}")
+        self._time_cache = (last_t, last_ts)
+        return lines
+
+    def _begin(self, output: int, population: int, iteration: int, started_at: float,
+               members: Sequence[Sequence[Any]]) -> _Record:
+        head = (f'{{"schema_version":{TRACE_SCHEMA_VERSION},"record_type":"iteration",'
+                f'"output":{int(output)},"population":{int(population)},'
+                f'"iteration":{int(iteration)},"started_at":{_float_repr(float(started_at))},')
+        trees = {m[0]: self.tree_json(m[1], m[2]) for m in members}
+        rec = _Record(head, [(m[0], self.member_fields(m, trees[m[0]])) for m in members])
+        rec.member_trees = trees
+        return rec
+
+    @staticmethod
+    def _finish(rec: _Record) -> str:
+        members_json = ",".join("{" + f + "}" for _, f in rec.member_fields)
+        events = rec.events
+        muts = ",".join(
+            f'"{ref}":{{"events":[{ev if ev.__class__ is str else ",".join(ev)}],{head}}}'
+            for ref, head, ev in ((r, h, events[r]) for r, h in rec.heads.items())
+        )
+        return f'{rec.head}"members":[{members_json}],"mutations":{{{muts}}}}}'

@@ -1,0 +1,224 @@
+"""The trace writer process: same bytes as inline, errors, Ctrl-C, a killed search."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ttsr_bridge.expr.tree import Expr, op, var
+from ttsr_bridge.traces.reader import read_trace
+from ttsr_bridge.traces.tracing import MutationStepTrace, TraceWriter
+from ttsr_bridge.traces.tracing_process import (
+    WRITER_ENV,
+    ProcessSink,
+    TraceWriterError,
+    decode_message,
+    encode_message,
+)
+from ttsr_bridge.traces.tracing_render import TraceRenderer
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="the writer process needs pass_fds")
+
+
+class Member:
+    __slots__ = ("birth", "complexity", "cost", "loss", "parent", "ref", "tree")
+
+    def __init__(self, tree: Expr, loss: float, ref: int, parent: int = -1) -> None:
+        self.tree, self.loss, self.cost = tree, loss, loss
+        self.complexity, self.birth, self.ref, self.parent = len(tree), 0, ref, parent
+
+
+def _write_iterations(tw: TraceWriter, n: int, start_ref: int = 1) -> None:
+    a = Member(op("sin", var(0)), 0.5, start_ref)
+    for i in range(n):
+        it = tw.iteration_start(1, 1, i, [a])
+        b = Member(op("+", var(0), var(1)), 0.25, start_ref + 1 + i, a.ref)
+        it.mutation_attempts([(a, b, MutationStepTrace("add_node", "accept", "pass"))], None, 1)
+        tw.write(it)
+
+
+def _small_search(path: Path | None, env: str) -> None:
+    import numpy as np
+
+    from ttsr_bridge.search import SearchConfig, equation_search
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-2, 2, size=(40, 2))
+    y = X[:, 0] * X[:, 1] + 1.0
+    cfg = SearchConfig.preset("pysr", niterations=2, populations=3, population_size=20,
+                              ncycles_per_iteration=20, random_state=1)
+    saved = os.environ.get(WRITER_ENV)
+    os.environ[WRITER_ENV] = env
+    try:
+        equation_search(X, y, cfg, trace=None if path is None else str(path))
+    finally:
+        if saved is None:
+            os.environ.pop(WRITER_ENV)
+        else:
+            os.environ[WRITER_ENV] = saved
+
+
+def test_process_and_inline_write_the_same_bytes(tmp_path: Path, monkeypatch) -> None:
+    from ttsr_bridge.traces import tracing
+
+    fixed = lambda: 1.7e9 + 0.5  # noqa: E731 - every clock read the same: files comparable
+    monkeypatch.setattr(tracing, "_time", fixed)
+    monkeypatch.setattr(tracing.time, "time", fixed)
+    _small_search(tmp_path / "inline.jsonl", "inline")
+    _small_search(tmp_path / "process.jsonl", "process")
+    inline = (tmp_path / "inline.jsonl").read_bytes()
+    assert inline == (tmp_path / "process.jsonl").read_bytes()
+    tf = read_trace(tmp_path / "process.jsonl", strict=True)
+    assert tf.skipped == 0 and len(tf.iterations) == 2 * 3
+    assert sum(len(it.mutations) for it in tf.iterations) > 100
+
+
+def test_writer_failure_is_raised_with_its_message(tmp_path: Path) -> None:
+    bad = Member(Expr([-9999, 1, 2]), 1.0, 1)  # no such operator: the writer cannot print it
+    tw = TraceWriter(tmp_path / "t.jsonl", "x", background=True)
+    assert tw.background
+    proc = tw._sink._proc
+    with pytest.raises(TraceWriterError, match="unknown operator id 9999"):
+        with tw:
+            for i in range(200):  # until the dead writer's pipe breaks, or close reports it
+                tw.write(tw.iteration_start(1, 1, i, [bad]))
+    assert proc.poll() is not None
+    assert tw.closed
+
+
+def test_keyboard_interrupt_closes_cleanly(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        with TraceWriter(path, "x", background=True) as tw:
+            proc = tw._sink._proc
+            _write_iterations(tw, 2)
+            raise KeyboardInterrupt
+    assert proc.returncode == 0
+    tf = read_trace(path, strict=True)
+    assert len(tf.iterations) == 2
+
+
+def _wait_sigint_ignored(pid: int, timeout: float = 60.0) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    if not status.exists():
+        pytest.skip("needs /proc to see the writer's signal mask")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in status.read_text().splitlines():
+            if line.startswith("SigIgn:") and int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)):
+                return True
+        time.sleep(0.02)
+    return False
+
+
+def test_writer_ignores_sigint_and_finishes(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    with TraceWriter(path, "x", background=True) as tw:
+        proc = tw._sink._proc
+        _write_iterations(tw, 1)
+        assert _wait_sigint_ignored(proc.pid), "the writer never started ignoring SIGINT"
+        os.kill(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group
+        _write_iterations(tw, 2, start_ref=100)
+    assert proc.returncode == 0
+    assert len(read_trace(path, strict=True).iterations) == 3
+
+
+def test_unwritten_iteration_is_left_out(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    with TraceWriter(path, "x", background=True) as tw:
+        _write_iterations(tw, 1)
+        a = Member(var(0), 1.0, 50)
+        it = tw.iteration_start(1, 2, 0, [a])  # a search stopped mid-iteration
+        it.mutation_attempts([(a, Member(var(1), 2.0, 51, 50),
+                               MutationStepTrace("mutate_feature", "reject", "acceptance"))],
+                             None, 1)
+        tw.flush()
+    assert len(read_trace(path, strict=True).iterations) == 1
+
+
+def test_killed_search_leaves_a_readable_file(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    script = (
+        "import numpy as np, sys\n"
+        "from ttsr_bridge.search import SearchConfig, equation_search\n"
+        "rng = np.random.default_rng(0)\n"
+        "X = rng.uniform(-2, 2, size=(30, 2)); y = X[:, 0] * X[:, 1]\n"
+        "cfg = SearchConfig.preset('pysr', niterations=100000, populations=2,\n"
+        "    population_size=20, ncycles_per_iteration=10, random_state=0)\n"
+        "equation_search(X, y, cfg, trace=sys.argv[1])\n"
+    )
+    env = dict(os.environ)
+    env[WRITER_ENV] = "process"
+    search = subprocess.Popen([sys.executable, "-c", script, str(path)], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if path.exists() and path.read_bytes().count(b"\n") >= 6:
+                break
+            assert search.poll() is None, "the search ended before it was killed"
+            time.sleep(0.1)
+        else:
+            pytest.fail("the traced search wrote no iterations")
+    finally:
+        search.kill()
+        search.wait()
+    # The orphaned writer sees EOF, writes what it has and exits: wait for the file to settle.
+    size, still = -1, 0
+    deadline = time.monotonic() + 30
+    while still < 10 and time.monotonic() < deadline:
+        now = path.stat().st_size
+        still = still + 1 if now == size else 0
+        size = now
+        time.sleep(0.1)
+    tf = read_trace(path)
+    assert tf.search is not None and len(tf.iterations) >= 5
+    assert tf.skipped <= 1 and all(e.kind == "truncated" for e in tf.errors)
+
+
+def test_frames_refuse_other_objects() -> None:
+    import numpy as np
+
+    kind, payload = decode_message(encode_message(1, [np.float64(0.5), np.int64(3), "a", None])[8:])
+    assert kind == 1 and payload == [0.5, 3, "a", None]
+    with pytest.raises(Exception, match="may not hold"):
+        decode_message(encode_message(1, [Path("x")])[8:])
+    with pytest.raises(ValueError, match="malformed"):
+        decode_message(encode_message(9, [])[8:])
+
+
+def test_operator_forms_travel_to_the_writer() -> None:
+    r = TraceRenderer()
+    r.string_tree.set_forms([(-777, 2, "myop", False), (-778, 2, "<=", True)])
+    assert r.string_tree.print_lists([-777, 1, -778, 2, 0], [0.0] * 4 + [1.5]) == \
+        "myop(x1, x2 <= 1.5)"
+
+
+def test_writer_env_is_checked(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(WRITER_ENV, "threads")
+    with pytest.raises(ValueError, match=WRITER_ENV):
+        TraceWriter(tmp_path / "t.jsonl", "x")
+    monkeypatch.setenv(WRITER_ENV, "inline")
+    with TraceWriter(tmp_path / "t.jsonl", "x") as tw:
+        assert not tw.background
+    monkeypatch.delenv(WRITER_ENV)
+    with TraceWriter(tmp_path / "t.jsonl", "x") as tw:
+        assert isinstance(tw._sink, ProcessSink)
+
+
+def test_unwritable_path_raises_at_open(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        TraceWriter(tmp_path / "missing" / "t.jsonl", "x", background=True)
+
+
+def test_search_record_is_on_disk_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    with TraceWriter(path, "opts", background=True):
+        first = json.loads(path.read_text().splitlines()[0])
+        assert first["record_type"] == "search" and first["options"] == "opts"

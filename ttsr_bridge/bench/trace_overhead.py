@@ -1,0 +1,175 @@
+"""Trace overhead: search throughput with and without ``trace=``, back to back.
+
+The same search (``pysr`` preset, the engine-speed data set, ``--n-points`` points, one seed,
+an evaluation budget) runs untraced then traced, ``--repeats`` times in alternation after a
+warm-up that compiles the kernels; the overhead is ``median traced time / median plain time
+- 1`` (the issue's bar: at most 0.15). Times are wall clock around ``equation_search``, so a
+traced run includes starting the writer process and waiting for the last line at ``close``.
+Both runs must make the same number of evaluations (tracing never changes a seeded search).
+
+Usage: ``python -m ttsr_bridge.bench.trace_overhead [--json] [--evals N] [--n-points N]
+[--repeats R] [--seed S] [--inline]``. ``--json`` prints one JSON line ``{"plain_evals_per_s",
+"traced_evals_per_s", "overhead", ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["OverheadResult", "main", "measure_overhead"]
+
+
+@dataclass(frozen=True)
+class OverheadResult:
+    """Medians and every repeat's wall-clock seconds of the plain and the traced search."""
+
+    evals: float
+    plain_seconds: tuple[float, ...]
+    traced_seconds: tuple[float, ...]
+    plain_cpu: tuple[float, ...]
+    traced_cpu: tuple[float, ...]
+    writer_cpu: tuple[float, ...]
+    trace_bytes: int
+    trace_lines: int
+
+    @property
+    def plain_median(self) -> float:
+        return statistics.median(self.plain_seconds)
+
+    @property
+    def traced_median(self) -> float:
+        return statistics.median(self.traced_seconds)
+
+    @property
+    def overhead(self) -> float:
+        return self.traced_median / self.plain_median - 1.0
+
+    @property
+    def cpu_overhead(self) -> float:
+        """Extra CPU time of the search's own process (what a free core for the writer leaves)."""
+        return statistics.median(self.traced_cpu) / statistics.median(self.plain_cpu) - 1.0
+
+
+@dataclass(frozen=True)
+class _Run:
+    wall: float  # seconds
+    cpu: float  # this process's CPU seconds (the search's core)
+    writer_cpu: float  # CPU seconds of the writer process (0 when there is none)
+    evals: float
+
+
+def _children_cpu() -> float:
+    try:
+        import resource
+
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return ru.ru_utime + ru.ru_stime
+    except ImportError:  # not POSIX
+        return 0.0
+
+
+def _timed_search(X, y, config, trace: Path | None, background: bool | None) -> _Run:
+    """Wall and CPU time of one search; the traced one writes to ``trace``."""
+    from ..search import equation_search
+    from ..traces.tracing_process import WRITER_ENV
+
+    saved = os.environ.get(WRITER_ENV)
+    if background is not None:  # equation_search's writer is chosen through the environment
+        os.environ[WRITER_ENV] = "process" if background else "inline"
+    try:
+        k0, c0, t0 = _children_cpu(), time.process_time(), time.perf_counter()
+        res = equation_search(X, y, config, trace=None if trace is None else str(trace))
+        t1, c1, k1 = time.perf_counter(), time.process_time(), _children_cpu()
+        return _Run(t1 - t0, c1 - c0, k1 - k0, float(res.num_evals))
+    finally:
+        if saved is None:
+            os.environ.pop(WRITER_ENV, None)
+        else:
+            os.environ[WRITER_ENV] = saved
+
+
+def measure_overhead(
+    evals: int, n_points: int, seed: int, repeats: int, *, background: bool | None = None,
+    workdir: Path | None = None,
+) -> OverheadResult:
+    """Run the plain and the traced search ``repeats`` times each, alternating."""
+    from ..search import SearchConfig
+    from .engine_speed import make_data
+
+    X, y = make_data(seed, n_points)
+    warm = SearchConfig.preset("pysr", niterations=1, populations=2, ncycles_per_iteration=5,
+                               random_state=seed)
+    cfg = SearchConfig.preset("pysr", niterations=10_000, max_evals=evals, random_state=seed)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        path = Path(tmp) / "trace.jsonl"
+        _timed_search(X, y, warm, None, None)  # compile the kernels
+        _timed_search(X, y, warm, path, background)  # and import the tracing modules
+        plain: list[_Run] = []
+        traced: list[_Run] = []
+        for _ in range(repeats):
+            plain.append(_timed_search(X, y, cfg, None, None))
+            traced.append(_timed_search(X, y, cfg, path, background))
+            if plain[-1].evals != traced[-1].evals:
+                raise RuntimeError(f"tracing changed the search: {plain[-1].evals} vs "
+                                   f"{traced[-1].evals} evals")
+        with open(path, "rb") as fh:
+            lines = sum(1 for _ in fh)
+        return OverheadResult(
+            plain[0].evals, tuple(r.wall for r in plain), tuple(r.wall for r in traced),
+            tuple(r.cpu for r in plain), tuple(r.cpu for r in traced),
+            tuple(r.writer_cpu for r in traced), path.stat().st_size, lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="print one JSON line")
+    ap.add_argument("--evals", type=int, default=100_000, help="evaluation budget per search")
+    ap.add_argument("--n-points", type=int, default=100, help="data points")
+    ap.add_argument("--repeats", type=int, default=3, help="plain/traced pairs (median)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--inline", action="store_true",
+                    help="render the trace in the search process (no writer process)")
+    args = ap.parse_args(argv)
+    if args.evals < 1000 or args.n_points < 2 or args.repeats < 1:
+        ap.error("need --evals >= 1000, --n-points >= 2, --repeats >= 1")
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    r = measure_overhead(args.evals, args.n_points, args.seed, args.repeats,
+                         background=False if args.inline else None)
+    out = {
+        "plain_evals_per_s": round(r.evals / r.plain_median, 1),
+        "traced_evals_per_s": round(r.evals / r.traced_median, 1),
+        "overhead": round(r.overhead, 4),
+        "evals": r.evals,
+        "cpu_overhead": round(r.cpu_overhead, 4),
+        "plain_seconds": [round(s, 3) for s in r.plain_seconds],
+        "traced_seconds": [round(s, 3) for s in r.traced_seconds],
+        "plain_cpu_seconds": [round(s, 3) for s in r.plain_cpu],
+        "traced_cpu_seconds": [round(s, 3) for s in r.traced_cpu],
+        "writer_cpu_seconds": [round(s, 3) for s in r.writer_cpu],
+        "trace_bytes": r.trace_bytes,
+        "trace_lines": r.trace_lines,
+        "n_points": args.n_points,
+        "repeats": args.repeats,
+        "writer": "inline" if args.inline else "process",
+        "loadavg_before": list(load_before) if load_before else None,
+        "loadavg_after": list(os.getloadavg()) if load_before else None,
+        "cpus": os.cpu_count(),
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            print(f"{k:>20}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -68,7 +68,9 @@ def _small_search(path: Path | None, env: str) -> None:
 def test_process_and_inline_write_the_same_bytes(tmp_path: Path, monkeypatch) -> None:
     from ttsr_bridge.traces import tracing
 
-    fixed = lambda: 1.7e9 + 0.5  # noqa: E731 - every clock read the same: files comparable
+    def fixed() -> float:  # every clock read the same: the two files are comparable
+        return 1.7e9 + 0.5
+
     monkeypatch.setattr(tracing, "_time", fixed)
     monkeypatch.setattr(tracing.time, "time", fixed)
     _small_search(tmp_path / "inline.jsonl", "inline")
@@ -85,21 +87,19 @@ def test_writer_failure_is_raised_with_its_message(tmp_path: Path) -> None:
     tw = TraceWriter(tmp_path / "t.jsonl", "x", background=True)
     assert tw.background
     proc = tw._sink._proc
-    with pytest.raises(TraceWriterError, match="unknown operator id 9999"):
-        with tw:
-            for i in range(200):  # until the dead writer's pipe breaks, or close reports it
-                tw.write(tw.iteration_start(1, 1, i, [bad]))
+    with pytest.raises(TraceWriterError, match="unknown operator id 9999"), tw:
+        for i in range(200):  # until the dead writer's pipe breaks, or close reports it
+            tw.write(tw.iteration_start(1, 1, i, [bad]))
     assert proc.poll() is not None
     assert tw.closed
 
 
 def test_keyboard_interrupt_closes_cleanly(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
-    with pytest.raises(KeyboardInterrupt):
-        with TraceWriter(path, "x", background=True) as tw:
-            proc = tw._sink._proc
-            _write_iterations(tw, 2)
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), TraceWriter(path, "x", background=True) as tw:
+        proc = tw._sink._proc
+        _write_iterations(tw, 2)
+        raise KeyboardInterrupt
     assert proc.returncode == 0
     tf = read_trace(path, strict=True)
     assert len(tf.iterations) == 2

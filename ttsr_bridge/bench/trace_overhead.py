@@ -7,9 +7,13 @@ warm-up that compiles the kernels; the overhead is ``median traced time / median
 traced run includes starting the writer process and waiting for the last line at ``close``.
 Both runs must make the same number of evaluations (tracing never changes a seeded search).
 
+Also reported: ``cpu_overhead``, the extra CPU time of the search's own process (the wall
+overhead when the writer process has a core of its own and keeps up), and the writer process's
+CPU seconds — on a loaded machine the writer competes for the cores and the wall figure grows.
+
 Usage: ``python -m ttsr_bridge.bench.trace_overhead [--json] [--evals N] [--n-points N]
 [--repeats R] [--seed S] [--inline]``. ``--json`` prints one JSON line ``{"plain_evals_per_s",
-"traced_evals_per_s", "overhead", ...}``.
+"traced_evals_per_s", "overhead", "cpu_overhead", ...}``.
 """
 
 from __future__ import annotations

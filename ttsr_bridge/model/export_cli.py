@@ -11,6 +11,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, help="run directory written by 'ttsr train'")
     parser.add_argument("--out", required=True, help="output .onnx path (sidecar: OUT.json)")
     parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--weights", choices=("fp32", "int8"), default="fp32",
+                        help="fp32 (exact) or int8 weight matrices (~3.5x smaller, ~30%% less CPU; "
+                             "next-token KL < 1e-4)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -18,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from .export import export_run
 
     try:
-        sidecar = export_run(args.run, args.out, opset=args.opset)
+        sidecar = export_run(args.run, args.out, opset=args.opset, weights=args.weights)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

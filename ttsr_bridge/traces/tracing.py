@@ -67,7 +67,7 @@ __all__ = [
     "TracedMember",
 ]
 
-# Re-exported for the printer-equality test (the class lives with the renderer).
+# The fast printer lives with the renderer; importable from here as it always was.
 _ = _FastStringTree
 
 _DEFAULT_BUFFER_BYTES = 1 << 20
@@ -130,8 +130,11 @@ class TraceWriter:
     it waits until every written iteration is in the file, and raises
     :class:`~.tracing_process.TraceWriterError` if the writer process failed.
 
-    ``background=True`` (the default where the platform allows it) renders in a writer process;
-    ``False`` renders in this process. The bytes are the same either way.
+    ``background=True`` renders in a writer process (on another core); ``False`` in this
+    process; ``None`` (what ``equation_search(trace=...)`` uses) reads ``TTSR_TRACE_WRITER``
+    (``process`` / ``inline``) and otherwise takes the process on POSIX. The bytes are the same
+    either way. Trees must not be mutated in place once traced (they are values, as the engine
+    treats them): they are printed after the hook returns.
     """
 
     def __init__(

@@ -228,7 +228,7 @@ def _finalize(proc: subprocess.Popen[bytes], pipe: IO[bytes], stderr: IO[bytes])
     try:
         pipe.close()
         proc.wait()
-    except BaseException:
+    except (OSError, KeyboardInterrupt):
         _kill(proc)
     finally:
         stderr.close()
@@ -287,7 +287,7 @@ def run_writer(stream: IO[bytes], out: IO[str]) -> int:
             renderer.string_tree.set_forms(payload)
             continue
         if not isinstance(payload, list):
-            raise ValueError("malformed trace writer message: the events are not a list")
+            raise TypeError("malformed trace writer message: the events are not a list")
         for line in renderer.feed(payload):
             out.write(line)
             out.write("\n")

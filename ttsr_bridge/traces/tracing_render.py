@@ -40,6 +40,7 @@ as :func:`ttsr_bridge.expr.printer.string_tree` (``x1..``, Julia floats), JSON-e
 from __future__ import annotations
 
 import json
+import math
 from array import array
 from collections.abc import Callable, Sequence
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
@@ -215,7 +216,7 @@ class _FastStringTree:
                 s = consts.get(v) if v != 0.0 else None  # 0.0 == -0.0 in a dict: not memoised
                 if s is None:
                     s = self._fmt(v)
-                    if v != 0.0 and v == v:
+                    if v != 0.0 and not math.isnan(v):
                         if len(consts) >= self._CONST_MEMO_LIMIT:
                             consts.clear()
                         consts[v] = s

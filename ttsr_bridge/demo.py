@@ -42,7 +42,7 @@ def _engines(neural_weight: float) -> list[tuple[str, dict]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .bench.problems import get_suite
+    from .bench.suites import get_suite
     from .expr.printer import to_infix
     from .expr.sympy_bridge import equivalent
     from .regressor import SRRegressor

@@ -18,7 +18,7 @@ from ttsr_bridge.bench.cli import config_from_args
 from ttsr_bridge.bench.config import BenchConfig
 from ttsr_bridge.bench.engines import PySREngine, get_engine
 from ttsr_bridge.bench.report import summarize
-from ttsr_bridge.bench.runner import load_rows, plan, r2_score, run_bench
+from ttsr_bridge.bench.runner import plan, r2_score, run_bench
 from ttsr_bridge.cli import build_parser
 from ttsr_bridge.config_io import ConfigError
 

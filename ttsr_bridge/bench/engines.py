@@ -28,7 +28,6 @@ import math
 import shutil
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np

@@ -192,7 +192,8 @@ def _string(expr: Expr, names: Sequence[str]) -> str:
 # ---- Operon --------------------------------------------------------------------------------------
 _OPERON_NAMES = {"+": "add", "-": "sub", "*": "mul", "/": "div", "^": "pow", "sin": "sin", "cos": "cos",
                  "tan": "tan", "tanh": "tanh", "exp": "exp", "log": "log", "sqrt": "sqrt",
-                 "square": "square", "abs": "abs", "max": "fmax", "min": "fmin"}
+                 "square": "square", "abs": "abs", "max": "fmax", "min": "fmin", "asin": "asin",
+                 "acos": "acos", "atan": "atan", "sinh": "sinh", "cosh": "cosh", "log1p": "log1p"}
 
 
 class OperonEngine:
@@ -257,7 +258,11 @@ def _gp_tanh(x):
     return np.tanh(x)
 
 
-_GPLEARN_EXTRA = {"exp": _gp_exp, "square": _gp_square, "cube": _gp_cube, "tanh": _gp_tanh}
+def _gp_asin(x):
+    return np.arcsin(np.clip(x, -1.0, 1.0))  # protected: gplearn needs closed functions
+
+
+_GPLEARN_EXTRA = {"exp": _gp_exp, "square": _gp_square, "cube": _gp_cube, "tanh": _gp_tanh, "asin": _gp_asin}
 
 
 class GplearnEngine:

@@ -242,6 +242,13 @@ def _kill_pool() -> None:
 
 
 atexit.register(_kill_pool)  # no worker outlives the interpreter
+# concurrent.futures joins its pools' workers from threading's exit hooks, which run before
+# atexit's, and at the end of a multiprocessing worker (where atexit never runs): a SymPy worker
+# busy there would block that exit. Our hook is registered after concurrent.futures' own, so it
+# runs first (the hooks run in reverse order) and terminates the SymPy worker.
+_register_thread_exit = getattr(threading, "_register_atexit", None)
+if _register_thread_exit is not None:
+    _register_thread_exit(_kill_pool)
 
 
 def _run_with_timeout(a, b, tol: float, timeout: float | None) -> bool:

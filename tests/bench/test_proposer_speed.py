@@ -20,7 +20,8 @@ def test_proposer_speed_json(tmp_path, capsys):
     export_run(tmp_path / "run", tmp_path / "m.onnx")
     assert main(["--model", str(tmp_path / "m.onnx"), "--json", "--seconds", "0.3", "--requests", "8"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    for key in ("proposals_per_s", "well_formed_rate", "evals_per_s_classic", "none_rate", "mean_child_size"):
+    for key in ("proposals_per_s", "well_formed_rate", "evals_per_s_classic", "none_rate", "mean_child_size",
+                "cpu_ms_per_proposal"):
         assert key in res
     assert res["proposals_per_s"] > 0 and res["well_formed_rate"] == 1.0
 

@@ -165,3 +165,25 @@ def test_sidecar_and_size(exported, tmp_path):
     init_run(tiny, tmp_path / "tiny")
     export_run(tmp_path / "tiny", tmp_path / "tiny.onnx")
     assert (tmp_path / "tiny.onnx").stat().st_size < 10 * 2**20
+
+
+def test_masked_context_never_leaks(exported):
+    """Masked keys keep a weight of e^-60 of the largest (the softmax floor that keeps
+    onnxruntime's exp off denormals): a long masked context of huge values changes nothing."""
+    import onnxruntime as ort
+
+    from ttsr_bridge.model.export import io_names, to_context
+
+    root, sc = exported
+    rng = np.random.default_rng(12)
+    names, _ = io_names(sc.num_layers)
+    sess = ort.InferenceSession(str(root / "m.onnx"), providers=["CPUExecutionProvider"])
+    empty = [np.zeros((sc.num_heads, 2, 0, sc.head_dim), np.float32)] * (2 * sc.num_layers)
+    ids, pos = rng.integers(0, sc.vocab_size, size=(2, 3)), np.tile(np.arange(3), (2, 1))
+    causal = np.tril(np.ones((3, 3), bool))[None].repeat(2, 0)
+    alone = sess.run(None, dict(zip(names, [ids, causal, pos, *to_context([e[:, :1] for e in empty]), *empty])))
+    junk = to_context([np.full((sc.num_heads, 1, 500, sc.head_dim), 1e4, np.float32)] * (2 * sc.num_layers))
+    hidden = np.concatenate([np.zeros((2, 3, 500), bool), causal], axis=2)
+    got = sess.run(None, dict(zip(names, [ids, hidden, pos, *junk, *empty])))
+    for g, w in zip(got, alone):
+        assert np.isfinite(g).all() and float(np.abs(g - w).max()) <= 1e-5

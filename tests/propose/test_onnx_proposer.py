@@ -231,3 +231,22 @@ def test_parts_and_threads_give_valid_children(model_path):
     b = prop.propose(reqs, np.random.default_rng(1))
     assert a == b
     assert all(c is not None and c.is_valid() and len(c) <= 12 for c in a)
+
+
+def test_thread_parts_decode_the_same_greedy_children(model_path):
+    """A batch of 2 × 8+ rows is decoded as two parts on two threads: greedy children equal
+    the single-batch ones (each part attends only its own prompts), at the price of more calls."""
+    from ttsr_bridge.propose.onnx_proposer import OnnxProposer
+
+    reqs = _requests(np.random.default_rng(9), 20, curmaxsize=10)
+    one = OnnxProposer(model_path, temperature=0.0, threads=1)
+    two = OnnxProposer(model_path, temperature=0.0, threads=2)
+    a = one.propose(reqs, np.random.default_rng(0))
+    b = two.propose(reqs, np.random.default_rng(0))
+    assert [c.codes for c in a] == [c.codes for c in b]
+    assert two.stats.model_calls > one.stats.model_calls  # two parts: two decode loops
+    small = OnnxProposer(model_path, temperature=0.0, threads=2)
+    small.propose(reqs[:10], np.random.default_rng(0))  # < 2 × 8 rows: one part
+    ref = OnnxProposer(model_path, temperature=0.0, threads=1)
+    ref.propose(reqs[:10], np.random.default_rng(0))
+    assert small.stats.model_calls == ref.stats.model_calls

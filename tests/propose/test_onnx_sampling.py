@@ -103,3 +103,44 @@ def test_grammar_table_equals_allowed_tokens():
     n_consts = rng.integers(0, 25, size=n)
     want = allowed_tokens(masks, length, need, budget, n_consts)
     assert np.array_equal(table.allowed(length, need, budget, n_consts), want)
+
+
+def test_gumbel_fast_path_equals_reference_formula():
+    """Without top-k, sampling is Gumbel-max on tempered, masked float64 logits (the same draws
+    as the reference formula, whatever the temperature)."""
+    logits = np.random.default_rng(4).normal(size=(7, 30)).astype(np.float32) * 5
+    allowed = np.random.default_rng(5).random((7, 30)) < 0.4
+    allowed[:, 0] = True
+    for temperature in (1.0, 0.3, 2.5):
+        toks, ok = sample_tokens(logits, allowed, temperature, None, np.random.default_rng(6))
+        noise = np.log(np.maximum(np.random.default_rng(6).standard_exponential(logits.shape), 1e-300))
+        want = np.where(allowed, logits.astype(np.float64) / temperature - noise, -np.inf).argmax(axis=1)
+        assert ok.all() and np.array_equal(toks, want)
+        assert allowed[np.arange(7), toks].all()
+
+
+def test_compiled_grammar_step_equals_numpy_sampling():
+    """grammar_step's compiled path: the tokens of sample_tokens on the table's allowed sets
+    (same draws), the same grammar update, non-finite rows flagged."""
+    from ttsr_bridge.propose.sampling import GrammarState, GrammarTable, grammar_step
+
+    tok = Tokenizer()
+    table = GrammarTable(_masks(tok, OperatorSet.from_names(["+", "*"], ["sin"]), 2))
+    arity = tok.arity.astype(np.int64)
+    rng = np.random.default_rng(8)
+    n = 40
+    budget, n_consts = rng.integers(1, 12, size=n), rng.integers(0, 4, size=n)
+    for temperature in (1.0, 0.6):
+        fast = GrammarState.start(table, budget, n_consts)
+        slow = GrammarState.start(table, budget, n_consts)
+        logits = rng.normal(size=(n, tok.vocab_size)).astype(np.float32) * 3
+        logits[3, 7] = np.nan
+        toks, ok, keep = grammar_step(logits, table, fast, arity, temperature, None, np.random.default_rng(9))
+        allowed = table.allowed_bins(np.minimum(slow.slack, 2), slow.consts)
+        want, want_ok = sample_tokens(logits, allowed, temperature, None, np.random.default_rng(9))
+        assert np.array_equal(ok, want_ok) and not ok[3]
+        assert np.array_equal(toks[ok], want[ok])
+        a = arity[toks]
+        assert np.array_equal(fast.need[ok], (slow.need + a - 1)[ok])
+        assert np.array_equal(fast.slack[ok], (slow.slack - a)[ok]) and (fast.slack[ok] >= 0).all()
+        assert np.array_equal(keep, ok & (fast.need > 0))

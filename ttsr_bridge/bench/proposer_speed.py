@@ -4,9 +4,11 @@
 ``proposals_per_s`` (children per second, ``--requests`` requests per call, one per
 population, ``--threads`` proposer threads: the batch is split in that many parts decoded in
 parallel), ``weights`` (``fp32`` / ``int8``, from the export), ``well_formed_rate`` (children that are valid
-trees within ``curmaxsize``), ``none_rate``, ``mean_child_size``, ``model_calls_per_call`` and
-``evals_per_s_classic`` — loss evaluations per second of the engine's evaluator on the same
-children (``n_points`` rows), i.e. the pace of a classic search step, for comparison.
+trees within ``curmaxsize``), ``none_rate``, ``mean_child_size``, ``model_calls_per_call``,
+``cpu_ms_per_proposal`` (process CPU time per child: with ``--threads 2`` on a busy machine
+the wall figure says little, this one still compares runs) and ``evals_per_s_classic`` — loss
+evaluations per second of the engine's evaluator on the same children (``n_points`` rows),
+i.e. the pace of a classic search step, for comparison.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class SpeedResult:
     weights: str
     model_calls_per_call: float
     maxsize: int
+    cpu_ms_per_proposal: float
 
 
 def _requests(rng: np.random.Generator, n: int, maxsize: int, nfeatures: int, n_points: int):
@@ -81,11 +84,11 @@ def measure(model: str, *, requests: int = 31, seconds: float = 5.0, threads: in
     proposer.propose(reqs, rng)  # warm-up (session allocations)
     calls0 = proposer.stats.model_calls
     children, n_calls = [], 0
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds or n_calls == 0:
         children += proposer.propose(reqs, rng)
         n_calls += 1
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     valid = [c for c, r in zip(children, reqs * n_calls) if c is not None and c.is_valid() and len(c) <= r.curmaxsize]
     return SpeedResult(
         model=str(proposer.path), proposals_per_s=len(children) / elapsed,
@@ -95,6 +98,7 @@ def measure(model: str, *, requests: int = 31, seconds: float = 5.0, threads: in
         requests_per_call=requests, calls=n_calls, seconds=elapsed, threads=threads,
         weights=str(proposer.sidecar.get("weights", "fp32")),
         model_calls_per_call=(proposer.stats.model_calls - calls0) / n_calls, maxsize=maxsize,
+        cpu_ms_per_proposal=1e3 * cpu / len(children),
     )
 
 

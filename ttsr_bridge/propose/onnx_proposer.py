@@ -16,8 +16,15 @@ handles every request of one engine step (≈ one per population):
    small per-row ``past``), grammar-constrained (:mod:`ttsr_bridge.propose.sampling`): every
    child is a well-formed prefix tree of size ``<= min(curmaxsize, maxsize)`` using only the
    search's operators and features. A row stops as soon as its tree is complete (``<eos>`` is
-   implied) and leaves the batch. With ``threads > 1`` the prefill calls of step 2 run on
-   parallel threads;
+   implied) and leaves the batch; when half of the rows have left, their prompts leave the
+   context. With ``threads > 1`` a batch of at least 16 rows is cut in two parts, each
+   prefilled and decoded on its own thread (onnxruntime releases the GIL). A decode step has a
+   fixed cost of about twenty rows' and the step count is set by the longest child, so the
+   cut (:func:`_cut_for_threads`) puts the few rows expected to be longest (largest parents)
+   in one part and the rest in the other, balancing their predicted cost: the two run side by
+   side in about two thirds of the whole batch's time, for about 25 % more CPU time. Each part
+   samples from its own generator, seeded from the caller's: results do not depend on thread
+   timing;
 4. ``const`` tokens get values from :func:`~ttsr_bridge.propose.sampling.sample_constant`.
 
 A request that cannot be written in the vocabulary (user operator, > 16 features, prompt too
@@ -39,12 +46,13 @@ from ..expr.tree import Expr
 from ..model.export import GRAPH_VERSION, to_context
 from ..model.tokenizer import PromptFields, Tokenizer, TokenizerError
 from .protocol import ProposalRequest
-from .sampling import GrammarMasks, GrammarTable, sample_constant, sample_tokens
+from .sampling import GrammarMasks, GrammarState, GrammarTable, grammar_step, sample_constant
 
 __all__ = ["DEFAULT_MODEL_NAME", "OnnxProposer", "ProposerStats", "default_model_path", "resolve_model_path"]
 
 DEFAULT_MODEL_NAME = "default"
 _PREFIX_CACHE_SIZE = 8  # context prefixes (≈ searches) whose key/value cache is kept
+_MIN_CUT_ROWS = 16  # smaller batches are not cut for threads (the fixed step cost dominates)
 
 
 def default_model_path() -> Path:
@@ -106,6 +114,31 @@ def _split(group: _Group, max_tokens: int) -> list[_Group]:
             for a, b in itertools.pairwise(cuts) if b > a]
 
 
+# Relative costs of a part (decode steps are set by its longest child; a step's fixed cost is
+# about twenty rows' worth; a prompt token costs about half a decoded row token): measured on
+# the default model, CPU onnxruntime.
+_STEP_COST, _ROW_TOKEN_COST, _PROMPT_TOKEN_COST = 20.0, 1.0, 0.6
+
+
+def _cut_for_threads(group: _Group, expected: np.ndarray) -> list[_Group]:
+    """``group`` in two parts decoded side by side, balancing their predicted cost.
+
+    ``expected``: each row's expected child size (a mutated parent's size: they correlate at
+    0.97). Rows sorted by it, the longest ``k`` form one part: a part's decode steps are set by
+    its longest child, so the few long children share one long tail while the other part,
+    with a short one, takes more rows. ``k`` minimises the larger predicted part cost."""
+    order = np.argsort(-expected, kind="stable")
+    size = expected[order].astype(float)
+    tokens = np.array([len(group.suffixes[i]) for i in order], float)
+    work = np.cumsum(_ROW_TOKEN_COST * size + _PROMPT_TOKEN_COST * tokens)
+    k = np.arange(1, len(order))  # rows in the first part
+    first = _STEP_COST * size[0] + work[k - 1]
+    second = _STEP_COST * size[k] + work[-1] - work[k - 1]
+    cut = int(k[np.argmin(np.maximum(first, second))])
+    return [_Group(group.prefix, group.fields, [group.rows[i] for i in sorted(idx)],
+                   [group.suffixes[i] for i in sorted(idx)]) for idx in (order[:cut], order[cut:])]
+
+
 _SHARED = -1  # owner of the context prefix's keys: every query attends them
 
 
@@ -124,9 +157,26 @@ class _Context:
 def _shrink(context: _Context, prompts: np.ndarray) -> _Context:
     """``context`` holding the prefix and the given ``prompts`` only (keys (heads, D, T) are
     cut on axis 2, values (heads, T, D) on axis 1)."""
-    keep = np.flatnonzero((context.owner == _SHARED) | np.isin(context.owner, prompts))
-    tensors = [np.take(t, keep, axis=2 if j % 2 == 0 else 1) for j, t in enumerate(context.tensors)]
+    alive = np.zeros(int(context.owner.max()) + 2, bool)  # by owner; the last entry is _SHARED's (-1)
+    alive[prompts] = alive[_SHARED] = True
+    keep = np.flatnonzero(alive[context.owner])
+    tensors = [t.take(keep, axis=2 if j % 2 == 0 else 1) for j, t in enumerate(context.tensors)]
     return _Context(tensors, context.owner[keep])
+
+
+@dataclass
+class _Rows:
+    """Decoding state of the rows still active, all arrays aligned (row ``i`` of each is the
+    same request): the compacted counterpart of the call's per-request arrays."""
+
+    index: np.ndarray  # (rows,) request row in the group
+    grammar: GrammarState
+    pos: np.ndarray  # (rows,) position of the next token
+    visible: np.ndarray  # (rows, 1, C + width) attention mask: context part + child positions
+
+    def select(self, keep: np.ndarray) -> _Rows:
+        """The rows at indices ``keep``."""
+        return _Rows(self.index[keep], self.grammar.select(keep), self.pos[keep], self.visible[keep])
 
 
 class OnnxProposer:
@@ -135,14 +185,19 @@ class OnnxProposer:
     def __init__(self, path: str | Path = DEFAULT_MODEL_NAME, *, temperature: float = 1.0, top_k: int | None = None,
                  batch_size: int = 64, providers: Sequence[str] | None = None, threads: int = 2,
                  intra_op_threads: int = 1, perturbation_factor: float = 0.129, probability_negate: float = 0.00743,
-                 prefill_tokens: int = 64, max_context_tokens: int = 2048):
-        """``threads``: the prefill calls of a batch run on this many Python threads
-        (onnxruntime releases the GIL); decoding, a chain of small calls, stays on one. This
-        uses cores better than onnxruntime's intra-op threads on a small model's tiny kernels.
-        ``intra_op_threads``: onnxruntime threads per model call (raise for large models).
-        ``prefill_tokens``: prompt tokens per prefill call (small calls: the masked attention
-        of a call grows with its square). ``max_context_tokens``: prompt tokens decoded
-        together (long population-mode prompts: more, smaller parts)."""
+                 prefill_tokens: int = 96, max_context_tokens: int = 2048):
+        """``threads``: with 2 or more, a batch is cut in two parts prefilled and decoded on
+        parallel Python threads (onnxruntime releases the GIL), and parts of a larger batch
+        (``max_context_tokens``) run on that many threads. A decode step is a chain of tiny
+        kernels: whole parts per thread use cores far better than onnxruntime's intra-op
+        threads. ``threads=1`` spends the least CPU time per child (best when the cores are
+        busy anyway, e.g. several searches in parallel).
+        ``intra_op_threads``: onnxruntime threads per model call (raise for large models; on
+        the tiny default model 2 threads double the CPU time per child and halve the pace).
+        ``prefill_tokens``: prompt tokens per prefill call (each call has a fixed cost, and the
+        masked attention of a call grows with its square: 64-128 measured within 3 %).
+        ``max_context_tokens``: prompt tokens decoded together (long population-mode prompts:
+        more, smaller parts)."""
         import threading
 
         import onnxruntime as ort
@@ -190,13 +245,22 @@ class OnnxProposer:
 
         t0 = time.perf_counter()
         out: list[Expr | None] = [None] * len(requests)
-        parts = []
-        for start in range(0, len(requests), self.batch_size):
-            chunk = range(start, min(len(requests), start + self.batch_size))
-            for group in self._group(requests, chunk):
-                parts += _split(group, self.max_context_tokens)
-        for group in parts:
-            for row, child in zip(group.rows, self._propose_group(group, requests, rng)):
+        groups = [g for start in range(0, len(requests), self.batch_size)
+                  for g in self._group(requests, range(start, min(len(requests), start + self.batch_size)))]
+        parts = [part for g in groups for part in _split(g, self.max_context_tokens)]
+        if self.threads > 1 and len(parts) == 1 and len(parts[0].rows) >= _MIN_CUT_ROWS:
+            parts = _cut_for_threads(parts[0], np.array([self._expected_size(requests[i]) for i in parts[0].rows]))
+        for group in parts:  # shared state, made before the threads start
+            self._prefix_cache(group.prefix)
+            self._grammar_table(group.fields)
+        if len(parts) > 1 and self.threads > 1:
+            seeds = rng.integers(0, 2**63, size=len(parts))
+            jobs = [(part, np.random.default_rng(seed), False) for part, seed in zip(parts, seeds)]
+        else:  # one thread: prefill calls may still run in parallel
+            jobs = [(part, rng, True) for part in parts]
+        results = self._map(lambda job: self._propose_group(job[0], requests, job[1], parallel_prefill=job[2]), jobs)
+        for group, children in zip(parts, results):
+            for row, child in zip(group.rows, children):
                 out[row] = child
         self.stats.requests += len(requests)
         self.stats.proposals += sum(c is not None for c in out)
@@ -243,6 +307,10 @@ class OnnxProposer:
     def _budget(self, req: ProposalRequest) -> int:
         return min(req.curmaxsize, req.context.maxsize, self._max_child_nodes)
 
+    def _expected_size(self, req: ProposalRequest) -> int:
+        """A child's expected size: its parent's (mutations are local), within the budget."""
+        return min(len(req.parent), self._budget(req))
+
     def _grammar_table(self, fields: PromptFields) -> GrammarTable:
         key = (fields.nfeatures, fields.operators.binary_ids, fields.operators.unary_ids)
         table = self._tables.get(key)
@@ -276,9 +344,12 @@ class OnnxProposer:
         feeds = {"input_ids": input_ids, "attention_mask": mask, "position_ids": pos, **context}
         feeds.update(zip(self._past_names, past))
         res = self.session.run(self._output_names, feeds)
+        self._count_call()
+        return res[0], res[1:]
+
+    def _count_call(self) -> None:
         with self._lock:
             self.stats.model_calls += 1
-        return res[0], res[1:]
 
     def _empty(self, batch: int) -> list[np.ndarray]:
         """An empty cache of ``batch`` rows (the graph's layout: heads, batch, T, D)."""
@@ -302,8 +373,9 @@ class OnnxProposer:
             self._prefixes[key] = cached  # most recently used last
         return cached
 
-    def _prefill(self, group: _Group) -> tuple[np.ndarray, _Context, np.ndarray, np.ndarray]:
-        """Run every distinct request part after the (cached) prefix, packed without padding.
+    def _prefill(self, group: _Group, parallel: bool) -> tuple[np.ndarray, _Context, np.ndarray, np.ndarray]:
+        """Run every distinct request part after the (cached) prefix, packed without padding
+        (the calls on the thread pool when ``parallel``).
 
         Returns ``(last logits of every row (rows, V), packed context, next position of every
         row (rows,), distinct prompt of every row (rows,))``.
@@ -332,8 +404,8 @@ class OnnxProposer:
             return presents
 
         spans = self._prefill_spans(starts, lengths)
-        # Spans depend on the prefix only: they run on parallel threads (compute-bound calls).
-        parts = self._map(run_span, spans)
+        # Spans depend on the prefix only: they may run on parallel threads (compute-bound calls).
+        parts = self._map(run_span, spans) if parallel else [run_span(x) for x in spans]
         # Joined straight into the context layout (one copy): keys (heads, D, T), values (heads, T, D).
         tensors = [np.concatenate([t[:, 0].transpose(0, 2, 1) for t in ts], axis=2) if j % 2 == 0 else
                    np.concatenate([t[:, 0] for t in ts], axis=1) for j, ts in enumerate(zip(prefix_kv, *parts))]
@@ -361,9 +433,9 @@ class OnnxProposer:
         spans.append((lo, int(starts[-1] + lengths[-1])))
         return spans
 
-    def _propose_group(self, group: _Group, requests: Sequence[ProposalRequest],
-                       rng: np.random.Generator) -> list[Expr | None]:
-        logits, context, next_pos, which = self._prefill(group)
+    def _propose_group(self, group: _Group, requests: Sequence[ProposalRequest], rng: np.random.Generator,
+                       parallel_prefill: bool = False) -> list[Expr | None]:
+        logits, context, next_pos, which = self._prefill(group, parallel_prefill)
         reqs = [requests[i] for i in group.rows]
         tokens = self._decode(group, reqs, logits, context, next_pos, which, rng)
         return [self._to_expr(t, r, rng) for t, r in zip(tokens, reqs)]
@@ -375,56 +447,54 @@ class OnnxProposer:
         The packed prompts stay in the read-only context; ``past`` holds only the children.
         At step ``k`` every active row has exactly ``k`` child tokens, so ``past`` needs no
         padding and finished rows simply leave the batch; when half of them have left, their
-        prompts leave the context (every step attends all of it).
+        prompts leave the context (every step attends all of it). The per-row state arrays are
+        kept compacted to the active rows (a few small NumPy calls per step).
         """
         table = self._grammar_table(group.fields)
         n = len(reqs)
         budget = np.array([self._budget(r) for r in reqs], np.int64)
         n_consts = np.array([len(r.parent.constant_indices()) for r in reqs], np.int64)
-        need, length = np.ones(n, np.int64), np.zeros(n, np.int64)
-        width = int(budget.max())
-        out = np.zeros((n, width), np.int64)
+        out = np.zeros((n, int(budget.max())), np.int64)
+        lengths = np.zeros(n, np.int64)
         ok_rows = np.ones(n, bool)
-        context_feeds, visible, c = self._context_view(context, which, width)
+        visible, c = self._context_view(context, which, out.shape[1])
         served = n  # active rows when the context was last built
+        context_feeds = self._context_feeds(context.tensors)
         past = self._empty(n)
-        active = np.arange(n)  # rows still decoding, aligned with logits and past rows
+        rows = _Rows(np.arange(n), GrammarState.start(table, budget, n_consts), next_pos, visible)
+        k = 0  # child tokens so far, the same for every active row
         while True:
-            allowed = table.allowed(length[active], need[active], budget[active], n_consts[active])
-            tok, ok = sample_tokens(logits, allowed, self.temperature, self.top_k, rng)
-            out[active, length[active]] = tok
-            ok_rows[active[~ok]] = False
-            if not ok.all():
-                with self._lock:
-                    self.stats.bad_logits += int((~ok).sum())
-            need[active] += self._arity[tok] - 1
-            length[active] += 1
-            keep = ok & (need[active] > 0)
-            if not keep.any():
-                break
-            if not keep.all():  # finished rows leave the batch
-                active, tok = active[keep], tok[keep]
-                rows = np.flatnonzero(keep)
-                past = [t.take(rows, axis=1) for t in past]
-                if 2 * len(active) <= served:
-                    context = _shrink(context, which[active])
-                    context_feeds, visible, c = self._context_view(context, which, width)
-                    served = len(active)
-            k = int(length[active[0]])  # child tokens so far, the same for every active row
-            step, past = self._run(tok[:, None], visible[active, :, :c + k], next_pos[active, None],
-                                   context_feeds, past)
+            tok, ok, keep = grammar_step(logits, table, rows.grammar, self._arity, self.temperature, self.top_k, rng)
+            out[rows.index, k] = tok
+            k += 1
+            if not keep.all():  # finished (or failed) rows leave the batch
+                if not ok.all():  # non-finite logits: the row gets None
+                    ok_rows[rows.index[~ok]] = False
+                    with self._lock:
+                        self.stats.bad_logits += int((~ok).sum())
+                lengths[rows.index[~keep]] = k
+                if not keep.any():
+                    break
+                keep = np.flatnonzero(keep)
+                rows, tok = rows.select(keep), tok[keep]
+                past = [t.take(keep, axis=1) for t in past]  # contiguous (a boolean index is not)
+                if 2 * len(rows.index) <= served:
+                    context = _shrink(context, which[rows.index])
+                    rows.visible, c = self._context_view(context, which[rows.index], out.shape[1])
+                    context_feeds = self._context_feeds(context.tensors)
+                    served = len(rows.index)
+            step, past = self._run(tok[:, None], rows.visible[:, :, :c + k], rows.pos[:, None], context_feeds, past)
             logits = step[:, 0, :]
-            next_pos[active] += 1
-        return [out[r, :length[r]].tolist() if ok_rows[r] else None for r in range(n)]
+            rows.pos += 1
+        return [out[r, :lengths[r]].tolist() if ok_rows[r] else None for r in range(n)]
 
-    def _context_view(self, context: _Context, which: np.ndarray,
-                      width: int) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
-        """``(feeds, visible, C)`` for decoding on ``context``: ``visible`` (rows, 1, C + width)
-        lets row ``r`` see the prefix and its own prompt, then its ``width`` child positions."""
+    def _context_view(self, context: _Context, which: np.ndarray, width: int) -> tuple[np.ndarray, int]:
+        """``(visible, C)`` for decoding on ``context``: ``visible`` (rows, 1, C + width) lets
+        row ``r`` see the prefix and its own prompt, then its ``width`` child positions."""
         c = len(context.owner)
         visible = np.ones((len(which), 1, c + width), bool)
         visible[:, 0, :c] = (context.owner[None, :] == _SHARED) | (context.owner[None, :] == which[:, None])
-        return self._context_feeds(context.tensors), visible, c
+        return visible, c
 
     def _to_expr(self, tokens: list[int] | None, req: ProposalRequest, rng: np.random.Generator) -> Expr | None:
         if tokens is None:

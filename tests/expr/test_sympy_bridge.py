@@ -75,3 +75,27 @@ def test_equivalent_timeout_returns_false():
     assert time.perf_counter() - start < 10.0
     # the pool recovers after a timeout
     assert equivalent(parse_tree("x1 * 2.0"), "2*x", ["x"], timeout=60.0)
+
+
+def _equivalence_in_worker(_: int) -> bool:
+    from ttsr_bridge.expr.parser import parse_formula
+    from ttsr_bridge.expr.sympy_bridge import equivalent
+
+    return equivalent(parse_formula("x*2", ["x"]), parse_formula("2*x", ["x"]), ["x"], timeout=5.0)
+
+
+def test_worker_processes_using_equivalent_exit_cleanly():
+    """A parallel benchmark's workers each start a SymPy worker; they must still exit (their
+    exit joins child processes, so the idle SymPy worker must be stopped first)."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    ex = cf.ProcessPoolExecutor(2, mp_context=mp.get_context("spawn"))
+    try:
+        assert list(ex.map(_equivalence_in_worker, range(2), timeout=120)) == [True, True]
+    finally:
+        procs = list(ex._processes.values())
+        ex.shutdown(wait=False)
+    for p in procs:
+        p.join(timeout=60)
+        assert not p.is_alive(), "a worker hung on exit"

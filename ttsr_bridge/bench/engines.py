@@ -162,7 +162,12 @@ class ClassicEngine:
         if self.model_path is not None:
             from ttsr_bridge.propose.onnx_proposer import OnnxProposer
 
-            proposer, weight = OnnxProposer(self.model_path), config.neural_weight
+            import os
+
+            # Parallel bench workers already fill the cores: a second decoding thread per
+            # worker only adds contention.
+            threads = 1 if config.workers >= (os.cpu_count() or 1) else 2
+            proposer, weight = OnnxProposer(self.model_path, threads=threads), config.neural_weight
         t0 = time.perf_counter()
         res = equation_search(data.X, data.y, cfg, proposer=proposer, neural_weight=weight,
                               variable_names=list(data.variable_names))

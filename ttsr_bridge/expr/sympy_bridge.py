@@ -16,6 +16,7 @@ import atexit
 import concurrent.futures as cf
 import math
 import multiprocessing
+import multiprocessing.util
 import threading
 from collections.abc import Sequence
 from fractions import Fraction
@@ -249,6 +250,10 @@ atexit.register(_kill_pool)  # no worker outlives the interpreter
 _register_thread_exit = getattr(threading, "_register_atexit", None)
 if _register_thread_exit is not None:
     _register_thread_exit(_kill_pool)
+# Inside a multiprocessing worker (a parallel benchmark), the process's exit first joins every
+# child process — the idle SymPy worker included, which would wait forever — and only runs
+# finalizers of priority >= 0 before that join.
+multiprocessing.util.Finalize(None, _kill_pool, exitpriority=100)
 
 
 def _run_with_timeout(a, b, tol: float, timeout: float | None) -> bool:

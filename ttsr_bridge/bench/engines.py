@@ -36,7 +36,6 @@ from ttsr_bridge.expr.operators import OperatorSet
 from ttsr_bridge.expr.tree import Expr
 
 from .config import BenchConfig
-from .problems import evaluate_numpy
 
 __all__ = [
     "RunData",
@@ -148,6 +147,7 @@ class ClassicEngine:
         return None
 
     def run(self, data: RunData, budget: Budget, config: BenchConfig) -> EngineResult:
+        from ttsr_bridge.expr.evaluate import evaluate
         from ttsr_bridge.search.config import SearchConfig
         from ttsr_bridge.search.search import equation_search
 
@@ -179,7 +179,7 @@ class ClassicEngine:
             model=best.tree if best else None,
             model_text=_string(best.tree, data.variable_names) if best else "",
             candidates=[m.tree for m in front],
-            pred_test=evaluate_numpy(best.tree, data.X_test) if best else np.full(len(data.y_test), np.nan),
+            pred_test=evaluate(best.tree, data.X_test) if best else np.full(len(data.y_test), np.nan),
             num_evals=float(res.num_evals), seconds=float(getattr(res, "seconds", seconds) or seconds),
             evals_to_solution=float(res.num_evals) if solved else None,
             seconds_to_solution=seconds if solved else None,

@@ -52,7 +52,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ttsr_bridge.expr.operators import OPERATORS, OperatorSet
+from ttsr_bridge.expr.operators import OperatorSet
 from ttsr_bridge.expr.tree import Expr
 
 __all__ = [
@@ -232,29 +232,6 @@ def _parse_cached(formula: str, names: tuple[str, ...]) -> Expr:
     return parse_formula(formula, list(names))
 
 
-def evaluate_numpy(expr: Expr, X: np.ndarray) -> np.ndarray:
-    """Full prediction vector of ``expr`` on ``X`` (rows = points) with the registry's safe
-    NumPy semantics; NaN/inf pass through (the caller decides what to do with them)."""
-    n = X.shape[0]
-    stack: list[np.ndarray] = []
-    for code, val in zip(reversed(expr.codes), reversed(expr.vals)):
-        if code == 0:
-            stack.append(np.full(n, val, dtype=np.float64))
-        elif code > 0:
-            stack.append(np.asarray(X[:, code - 1], dtype=np.float64))
-        else:
-            o = OPERATORS[-code]
-            if o.arity == 1:
-                stack.append(np.asarray(o.numpy(stack.pop()), dtype=np.float64))
-            else:
-                a = stack.pop()  # prefix order reversed: the left operand is on top
-                b = stack.pop()
-                stack.append(np.asarray(o.numpy(a, b), dtype=np.float64))
-    if len(stack) != 1:
-        raise ProblemError(f"malformed expression {expr.codes!r}")
-    return stack[0]
-
-
 # ---- the problem ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Problem:
@@ -332,7 +309,9 @@ class Problem:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.nfeatures:
             raise ProblemError(f"problem {self.name!r}: X must have shape (n, {self.nfeatures}), got {X.shape}")
-        return evaluate_numpy(self.truth(), X)
+        from ttsr_bridge.expr.evaluate import evaluate
+
+        return evaluate(self.truth(), X)
 
     def data_rng(self, run_seed: int) -> np.random.Generator:
         """The generator of the data of one benchmark seed: from ``seed`` (or a stable hash of

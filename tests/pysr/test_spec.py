@@ -15,12 +15,14 @@ from ttsr_bridge.pysr.julia_env import julia_package_path
 from ttsr_bridge.pysr.spec import (
     NEURAL_PARAMETERS,
     TTSRBRIDGE_UUID,
+    JuliaMutationSpec,
     JuliaPluginSpec,
     NeuralSpec,
     PySRBudget,
     combined_init_signature,
     pysr_fit_overrides,
     pysr_operator_names,
+    uses_worker_processes,
 )
 from ttsr_bridge.pysr.tracing import pysr_trace_kwargs
 
@@ -62,6 +64,60 @@ def test_fit_overrides_append_plugin_and_worker_imports():
     assert "worker_imports" not in over
     over = pysr_fit_overrides({"plugins": None, "parallelism": "multiprocessing", "worker_imports": ["Foo"]}, spec, "127.0.0.1", 9000)
     assert over["worker_imports"] == ["Foo", "TTSRBridge"]
+
+
+def test_default_mutations_get_the_neural_mutation_explicitly():
+    # SR.jl drops plugin mutations when `default_mutations` is given (src/core/Options.jl), so the
+    # neural move must then be an explicit `mutations` entry; otherwise the plugin supplies it.
+    spec = NeuralSpec("default", weight=0.75)
+    assert "mutations" not in pysr_fit_overrides({"plugins": None}, spec, "127.0.0.1", 9000)
+    user_key = object()
+    over = pysr_fit_overrides(
+        {"plugins": None, "default_mutations": {object(): 1.0}, "mutations": {user_key: 0.5}}, spec, "127.0.0.1", 9000
+    )
+    (neural,) = [m for m in over["mutations"] if isinstance(m, JuliaMutationSpec)]
+    assert over["mutations"][user_key] == 0.5 and over["mutations"][neural] == 0.75
+    assert neural.plugin == over["plugins"][0] and neural.weight == 0.75
+    zero = NeuralSpec("default", weight=0.0)
+    assert "mutations" not in pysr_fit_overrides({"default_mutations": {}}, zero, "127.0.0.1", 9000)
+
+
+class _RecordingBridge:
+    """Records the constructor calls `build` makes (the Julia module is not available here)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        def constructor(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            return (name, args, kwargs)
+
+        return constructor
+
+
+def test_specs_build_julia_objects_from_typed_keywords():
+    plugin = NeuralSpec("default", weight=0.5, timeout_s=1.5, feedback=False).plugin("127.0.0.1", 8765)
+    bridge = _RecordingBridge()
+    JuliaMutationSpec(plugin).build(bridge)
+    plugin.build(bridge)
+    config = ("BridgeConfig", (), {"host": "127.0.0.1", "port": 8765, "timeout_s": 1.5})
+    assert bridge.calls == [
+        config,
+        ("NeuralMutation", (config,), {}),
+        config,
+        ("NeuralProposerPlugin", (), {"config": config, "weight": 0.5, "feedback": False, "require_server": False}),
+    ]
+
+
+def test_worker_processes_detection_follows_pysr_parallelism_mapping():
+    assert not uses_worker_processes({"parallelism": "multithreading"})
+    assert not uses_worker_processes({})
+    assert uses_worker_processes({"parallelism": "multiprocessing"})
+    assert uses_worker_processes({"cluster_manager": "slurm"})
+    assert uses_worker_processes({"multithreading": False, "procs": 4})  # PySR's deprecated form
+    assert not uses_worker_processes({"multithreading": False, "procs": 0})
+    assert not uses_worker_processes({"multithreading": True, "procs": 4})
 
 
 class _FakePySR:

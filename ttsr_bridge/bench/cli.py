@@ -3,6 +3,8 @@
     ttsr bench --problems seeds --problems nguyen --engines classic,operon,gplearn --seeds 3 \
         --budget-evals 100000 --workers 2 --out runs/bench1 [--json] [--limit N] [--select NAMES]
     ttsr bench --config benchmarks/bench_seeds.yaml --out runs/bench1
+    ttsr bench --problems data.csv --target y --engines classic,operon --seeds 3 --budget-evals 50000 \
+        --out runs/mydata      # a plain CSV: fixed rows, no ground truth (R²/solution, no recovery)
 
 Writes ``runs.parquet``, ``summary.json``, ``report.md`` and PNG plots into ``--out``; rerunning
 with the same ``--out`` resumes (finished rows are kept).
@@ -21,7 +23,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="BenchConfig YAML (command-line options override it)")
     parser.add_argument("--problems", action="append", metavar="SUITE|FILE",
                         help="suite name (ultra-simple, harder, seeds, nguyen, pysr-tuning, feynman[:PATH], "
-                             "dso[:PATH]) or problem file; repeatable")
+                             "dso[:PATH]), problem file (.yaml), or csv:PATH / a .csv path: a plain numeric CSV "
+                             "with a header row is one fixed-data problem named after the file (no ground "
+                             "truth: recovery n/a, R² on held-out rows); a .csv with FeynmanEquations or DSO "
+                             "benchmark columns is read as that suite; repeatable")
+    parser.add_argument("--target", metavar="COL",
+                        help="target column of plain-CSV problems (default: the last column); the other "
+                             "columns are the features")
+    parser.add_argument("--csv-points", type=int, metavar="N",
+                        help="at most N fit rows per plain-CSV problem, a seeded subsample (default 1000); "
+                             "csv_test_fraction of the rows (config; default 0.25, at least 1 row) is held out "
+                             "per seed for R²")
     parser.add_argument("--engines", help="comma-separated: classic,basic,neural[:MODEL],operon,gplearn,pysr,"
                                           "pysr-neural[:MODEL] (the first is the baseline)")
     parser.add_argument("--seeds", type=int, help="runs per (problem, engine)")
@@ -51,7 +63,7 @@ def config_from_args(args: argparse.Namespace):
         over["problems"] = list(args.problems)
     if args.engines:
         over["engines"] = [e.strip() for e in args.engines.split(",") if e.strip()]
-    for key in ("seeds", "workers", "limit", "neural_weight"):
+    for key in ("seeds", "workers", "limit", "neural_weight", "target", "csv_points"):
         if getattr(args, key) is not None:
             over[key] = getattr(args, key)
     if args.budget_evals is not None:
@@ -92,8 +104,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"{len(result.rows)} rows ({result.ran} run now, {result.resumed} resumed) → {out}/report.md")
         for e, s in summary["engines"].items():
-            rc = s["recovery"]
-            print(f"  {e:>14}: recovery {rc['rate'] if rc['rate'] is not None else float('nan'):.3f} "
+            rc, sc = s["recovery"], s["solution"]
+            rec = "n/a" if rc["rate"] is None else f"{rc['rate']:.3f}"
+            sol = "n/a" if sc["rate"] is None else f"{sc['rate']:.3f}"
+            print(f"  {e:>14}: recovery {rec}, solution {sol} "
                   f"(ok {s['ok']}, skipped {s['skipped']}, errors {s['errors']})")
     return 0
 

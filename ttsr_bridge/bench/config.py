@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from ttsr_bridge.config_io import ConfigError
 
+from .problems import CsvOptions
+
 __all__ = ["BenchConfig", "KNOWN_ENGINES"]
 
 KNOWN_ENGINES = ("classic", "basic", "neural", "operon", "gplearn", "pysr", "pysr-neural")
@@ -25,6 +27,9 @@ class BenchConfig:
     ``binary_operators``/``unary_operators``. A run counts as an *accuracy solution* when its
     held-out R² exceeds ``solution_r2``; engines that support it stop early once their training
     loss is below ``stop_loss_rel`` × var(y).
+    Plain-CSV problems (``csv:PATH`` or a data ``.csv``; no ground truth, so no recovery) use
+    column ``target`` (``None``: the last column) as the target, at most ``csv_points`` fit
+    rows and ``csv_test_fraction`` of the rows held out per seed.
     """
 
     problems: tuple[str, ...] = ("seeds",)
@@ -47,6 +52,9 @@ class BenchConfig:
     operon_population: int = 500
     bootstrap_samples: int = 2000
     bootstrap_seed: int = 0
+    target: str | None = None
+    csv_points: int = 1000
+    csv_test_fraction: float = 0.25
 
     def __post_init__(self) -> None:
         if (self.budget_evals is None) == (self.budget_seconds is None):
@@ -68,6 +76,12 @@ class BenchConfig:
             raise ConfigError(f"duplicate engines in {list(self.engines)}")
         if not 0 < self.solution_r2 < 1:
             raise ConfigError("solution_r2 must be in (0, 1)")
+        if self.target is not None and not self.target.strip():
+            raise ConfigError("target must be a column name")
+        if self.csv_points < 1:
+            raise ConfigError("csv_points must be >= 1")
+        if not 0 < self.csv_test_fraction < 1:
+            raise ConfigError("csv_test_fraction must be in (0, 1)")
 
     @property
     def budget_kind(self) -> str:
@@ -76,3 +90,8 @@ class BenchConfig:
     @property
     def baseline(self) -> str:
         return self.engines[0]
+
+    @property
+    def csv_options(self) -> CsvOptions:
+        """The :class:`~ttsr_bridge.bench.problems.CsvOptions` of plain-CSV problems."""
+        return CsvOptions(self.target, self.csv_points, self.csv_test_fraction)

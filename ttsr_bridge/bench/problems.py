@@ -1,5 +1,6 @@
 """Benchmark problems: a ground-truth formula, its variables' sampling ranges, and readers for
-the problem-file YAML format, the AI Feynman CSV and the DSO benchmark CSVs.
+the problem-file YAML format, the AI Feynman CSV and the DSO benchmark CSVs; and fixed-data
+problems (:class:`DataProblem`): the rows of a user CSV, without a ground truth.
 
 A :class:`Problem` is a value: it holds the formula as text (SymPy syntax over named variables)
 and how to sample it. :meth:`Problem.truth` parses the formula into an :class:`~ttsr_bridge.expr.tree.Expr`
@@ -33,8 +34,17 @@ The problem-file format (YAML)::
     operators: {...}          # optional default for every problem of the file
     description: "..."        # optional
 
+A problem entry may give fixed data instead of a formula (a :class:`DataProblem`)::
+
+      - name: housing                        # optional: default the file stem
+        data: housing.csv                    # numeric CSV with a header row (relative: to the YAML)
+        target: price                        # optional: default the last column
+        n_points: 500                        # optional: cap on fit rows (default 1000)
+        test_fraction: 0.25                  # optional: held-out rows per seed
+        seed: 3                              # optional; operators: as above
+
 Unknown keys, wrong types, bad ranges and unparsable formulas raise :class:`ProblemError`
-naming the file, the problem and the key.
+naming the file, the problem and the key; bad CSV data names the file, line and column.
 """
 
 from __future__ import annotations
@@ -48,7 +58,7 @@ import warnings
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
@@ -72,6 +82,16 @@ __all__ = [
     "load_feynman",
     "load_dso",
     "load_dso_function_sets",
+    "DataProblem",
+    "DataTable",
+    "BenchProblem",
+    "CsvOptions",
+    "DEFAULT_CSV_POINTS",
+    "DEFAULT_TEST_FRACTION",
+    "MIN_CSV_ROWS",
+    "read_csv_table",
+    "load_csv_problem",
+    "csv_kind",
 ]
 
 DEFAULT_TEST_POINTS = 1000
@@ -232,6 +252,13 @@ def _parse_cached(formula: str, names: tuple[str, ...]) -> Expr:
     return parse_formula(formula, list(names))
 
 
+def _data_rng(seed: int | None, name: str, run_seed: int) -> np.random.Generator:
+    """The data generator of one (problem, benchmark seed): from the problem's ``seed``, or a
+    stable hash of its name, and ``run_seed``."""
+    base = seed if seed is not None else zlib.crc32(name.encode())
+    return np.random.default_rng([int(base), int(run_seed)])
+
+
 # ---- the problem ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Problem:
@@ -255,6 +282,9 @@ class Problem:
     test_sampling: Sampling | None = None
     test_points: int = DEFAULT_TEST_POINTS
     source: str = field(default="", compare=False)
+
+    # A formula problem can be checked for exact recovery (see :class:`DataProblem`).
+    has_truth: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
@@ -316,8 +346,15 @@ class Problem:
     def data_rng(self, run_seed: int) -> np.random.Generator:
         """The generator of the data of one benchmark seed: from ``seed`` (or a stable hash of
         the name) and ``run_seed``, so every engine sees the same points."""
-        base = self.seed if self.seed is not None else zlib.crc32(self.name.encode())
-        return np.random.default_rng([int(base), int(run_seed)])
+        return _data_rng(self.seed, self.name, run_seed)
+
+    def bench_data(self, run_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(X, y, X_test, y_test)`` of one benchmark seed, shared by every engine: training
+        and held-out points drawn from two independent streams of :meth:`data_rng`."""
+        train_rng, test_rng = self.data_rng(run_seed).spawn(2)
+        X, y = self.sample(train_rng)
+        X_test, y_test = self.sample_test(test_rng)
+        return X, y, X_test, y_test
 
     # -- sampling --
     def sample(self, rng: np.random.Generator, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -464,14 +501,19 @@ def _int_field(m: Mapping, key: str, where: str, *, minimum: int) -> int | None:
 
 
 def problem_from_mapping(
-    m: Any, *, source: str = "", index: int | None = None, default_operators: OperatorSet | None = None
-) -> Problem:
-    """One problem of the problem-file format (strictly validated; the formula is parsed)."""
+    m: Any, *, source: str = "", index: int | None = None, default_operators: OperatorSet | None = None,
+    base_dir: Path | None = None,
+) -> BenchProblem:
+    """One problem of the problem-file format (strictly validated; the formula is parsed).
+    An entry with ``data`` instead of ``formula`` is a :class:`DataProblem` (its CSV is read;
+    a relative path is taken from ``base_dir``)."""
     where = _where(source, index, None)
     if not isinstance(m, Mapping):
         raise ProblemError(f"{where}: expected a mapping, got {type(m).__name__}")
     name = m.get("name")
     where = _where(source, index, name if isinstance(name, str) else None)
+    if "data" in m:
+        return _data_problem_from_mapping(m, where, default_operators, base_dir)
     unknown = sorted(set(m) - _PROBLEM_KEYS)
     if unknown:
         raise ProblemError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(_PROBLEM_KEYS)}")
@@ -506,7 +548,7 @@ def problem_from_mapping(
     return p
 
 
-def problems_from_mapping(data: Any, *, source: str = "") -> tuple[Problem, ...]:
+def problems_from_mapping(data: Any, *, source: str = "", base_dir: Path | None = None) -> tuple[BenchProblem, ...]:
     """All problems of a parsed problem file (names must be unique)."""
     where = source or "problem file"
     if not isinstance(data, Mapping):
@@ -519,13 +561,14 @@ def problems_from_mapping(data: Any, *, source: str = "") -> tuple[Problem, ...]
         raise ProblemError(f"{where}: 'problems' must be a non-empty list")
     default_ops = _parse_operators(data.get("operators"), where)
     problems = tuple(
-        problem_from_mapping(m, source=source, index=i, default_operators=default_ops) for i, m in enumerate(items)
+        problem_from_mapping(m, source=source, index=i, default_operators=default_ops, base_dir=base_dir)
+        for i, m in enumerate(items)
     )
     _check_unique(problems, where)
     return problems
 
 
-def _check_unique(problems: Sequence[Problem], where: str) -> None:
+def _check_unique(problems: Sequence[BenchProblem], where: str) -> None:
     seen: set[str] = set()
     for p in problems:
         if p.name in seen:
@@ -533,8 +576,9 @@ def _check_unique(problems: Sequence[Problem], where: str) -> None:
         seen.add(p.name)
 
 
-def load_problem_file(path: str | Path) -> tuple[Problem, ...]:
-    """Read a problem file (YAML, see the module docstring)."""
+def load_problem_file(path: str | Path) -> tuple[BenchProblem, ...]:
+    """Read a problem file (YAML, see the module docstring; ``data:`` paths are relative to
+    the file's folder)."""
     import yaml
 
     p = Path(path)
@@ -545,15 +589,18 @@ def load_problem_file(path: str | Path) -> tuple[Problem, ...]:
             data = yaml.safe_load(fh)
     except yaml.YAMLError as e:
         raise ProblemError(f"{p}: not valid YAML: {e}") from None
-    return problems_from_mapping(data, source=str(p))
+    return problems_from_mapping(data, source=str(p), base_dir=p.resolve().parent)
 
 
 def _variable_to_yaml(v: VariableSpec) -> Any:
     return [v.low, v.high] if v.step is None else {"E": [v.low, v.high, v.step]}
 
 
-def problem_to_mapping(p: Problem) -> dict[str, Any]:
-    """The problem in the problem-file format (inverse of :func:`problem_from_mapping`)."""
+def problem_to_mapping(p: BenchProblem) -> dict[str, Any]:
+    """The problem in the problem-file format (inverse of :func:`problem_from_mapping`; a
+    :class:`DataProblem` keeps its CSV's absolute path)."""
+    if isinstance(p, DataProblem):
+        return _data_problem_to_mapping(p)
     m: dict[str, Any] = {
         "name": p.name,
         "formula": p.formula,
@@ -577,7 +624,7 @@ def problem_to_mapping(p: Problem) -> dict[str, Any]:
     return m
 
 
-def dump_problem_file(problems: Sequence[Problem], path: str | Path, *, description: str = "") -> Path:
+def dump_problem_file(problems: Sequence[BenchProblem], path: str | Path, *, description: str = "") -> Path:
     """Write problems as a problem file that :func:`load_problem_file` reads back."""
     import yaml
 
@@ -781,3 +828,358 @@ def _dso_row(row: Mapping[str, str], where: str, fsets: Mapping[str, tuple[str, 
     # Reject now what cannot be sampled (a formula finite almost nowhere on its domain).
     prob.sample(np.random.default_rng(0), n=min(prob.sampling.size(), 64))
     return prob
+
+
+# ---- fixed-data problems (a user CSV) ------------------------------------------------------------
+# Defaults of a plain-CSV problem: at most this many fit rows, this fraction held out for R².
+DEFAULT_CSV_POINTS = 1000
+DEFAULT_TEST_FRACTION = 0.25
+# Fewest data rows a CSV problem accepts (a 25% split then leaves 3 fit rows and 1 test row).
+MIN_CSV_ROWS = 4
+_NON_FINITE_WORDS = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+_FEYNMAN_COLUMNS = frozenset({"Filename", "Formula", "# variables"})
+_DSO_COLUMNS = frozenset({"name", "variables", "expression", "train_spec", "test_spec", "function_set"})
+
+
+@dataclass(frozen=True)
+class CsvOptions:
+    """How a plain CSV becomes a :class:`DataProblem`: the ``target`` column (``None``: the
+    last column), the cap ``n_points`` on fit rows and the held-out ``test_fraction``."""
+
+    target: str | None = None
+    n_points: int = DEFAULT_CSV_POINTS
+    test_fraction: float = DEFAULT_TEST_FRACTION
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_points, bool) or not isinstance(self.n_points, int) or self.n_points < 1:
+            raise ProblemError(f"CSV n_points must be an integer >= 1, got {self.n_points!r}")
+        if isinstance(self.test_fraction, bool) or not (
+            isinstance(self.test_fraction, (int, float)) and 0.0 < self.test_fraction < 1.0
+        ):
+            raise ProblemError(f"CSV test_fraction must be in (0, 1), got {self.test_fraction!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class DataTable:
+    """The numeric rows of a CSV: features ``X`` (n, d) and target ``y`` (n,), read-only."""
+
+    path: str
+    feature_names: tuple[str, ...]
+    target: str
+    X: np.ndarray
+    y: np.ndarray
+
+
+def _reserved_names() -> frozenset[str]:
+    """Names a column may not take: operator/function spellings (PySR refuses variables named
+    like a function, and a model printed with such a name would not read back)."""
+    from ttsr_bridge.expr.operators import OPERATORS
+
+    names: set[str] = set()
+    for o in OPERATORS.values():
+        names.update(n for n in (o.name, o.julia, *o.aliases) if n)
+    names.update({"Abs", "Max", "Min", "Mod", "pow", "ln", "arcsin", "arccos", "arctan"})
+    return frozenset(names)
+
+
+def _check_column_names(header: Sequence[str], where: str) -> tuple[str, ...]:
+    """The header's column names, validated as variable names every engine accepts."""
+    names = tuple(h.strip() for h in header)
+    if len(names) < 2:
+        hint = " (only comma-separated files are read)" if names and any(c in names[0] for c in ";\t|") else ""
+        raise ProblemError(f"{where}: need at least two columns (features and a target), got {list(names)}{hint}")
+    if all(_NUMBER_RE.match(n) for n in names):
+        raise ProblemError(f"{where}:1: the first line looks like data; the CSV needs a header row of column names")
+    reserved = _reserved_names()
+    for k, n in enumerate(names, start=1):
+        if not n:
+            raise ProblemError(f"{where}:1: column {k} has no name")
+        if not _IDENT_RE.match(n):
+            raise ProblemError(
+                f"{where}:1: column name {n!r} is not an identifier (letters, digits and '_', not "
+                f"starting with a digit); rename it: column names are the engines' variable names"
+            )
+        if n in reserved:
+            raise ProblemError(f"{where}:1: column name {n!r} is an operator/function name; rename it")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ProblemError(f"{where}:1: duplicate column name(s) {dupes}")
+    return names
+
+
+def _read_rows(reader, where: str, ncols: int) -> tuple[list[list[str]], list[int]]:
+    """The data rows (cells as text) after the header, with their line numbers in the file;
+    blank lines are skipped."""
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    for cells in reader:
+        if not any(c.strip() for c in cells):
+            continue  # a blank line, or an all-empty ",,," row a spreadsheet left behind
+        if len(cells) != ncols:
+            raise ProblemError(f"{where}:{reader.line_num}: expected {ncols} cells, got {len(cells)}")
+        rows.append(cells)
+        lines.append(reader.line_num)
+    return rows, lines
+
+
+def _bad_cell(text: str, where: str, line: int, column: str) -> ProblemError:
+    """The error for a cell that is not a finite number, saying what is wrong with it."""
+    t = text.strip()
+    at = f"{where}:{line}, column {column!r}"
+    if not t:
+        return ProblemError(f"{at}: empty cell (missing values are not supported; drop or impute the row)")
+    if t.lower() in _NON_FINITE_WORDS or _NUMBER_RE.match(t):  # a number that overflows: 1e999
+        return ProblemError(f"{at}: non-finite value {t!r} (drop or impute the row)")
+    return ProblemError(f"{at}: {t!r} is not a number (every column must be numeric)")
+
+
+def _numeric_column(cells: Sequence[str], where: str, lines: Sequence[int], column: str) -> np.ndarray:
+    """One column as float64; the first empty, non-numeric or non-finite cell raises."""
+    values = np.empty(len(cells), dtype=np.float64)
+    for i, c in enumerate(cells):
+        t = c.strip()
+        if not _NUMBER_RE.match(t):  # float() alone would take "nan", "inf" and "1_0"
+            raise _bad_cell(c, where, lines[i], column)
+        values[i] = float(t)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise _bad_cell(cells[int(bad[0])], where, lines[int(bad[0])], column)
+    return values
+
+
+def read_csv_table(path: str | Path, target: str | None = None) -> DataTable:
+    """Read a numeric CSV with a header row (comma-separated, UTF-8; a BOM is accepted).
+
+    ``target``: the target column (``None``: the last one); every other column is a feature,
+    in file order. Column names must be identifiers and not operator names (they are the
+    variable names the engines print). Raises :class:`ProblemError` naming the file, line and
+    column of the first fault: empty file, a single column, a missing target, fewer than
+    :data:`MIN_CSV_ROWS` rows, a row with the wrong number of cells, an empty, non-numeric or
+    non-finite cell.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ProblemError(f"data file not found: {p}")
+    where = str(p)
+    try:
+        with p.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh, skipinitialspace=True)  # so that `a, "b"` reads b as quoted
+            header = next(reader, None)
+            if header is None or not any(h.strip() for h in header):
+                raise ProblemError(f"{where}: empty file (need a header row and at least {MIN_CSV_ROWS} data rows)")
+            names = _check_column_names(header, where)
+            rows, lines = _read_rows(reader, where, len(names))
+    except UnicodeDecodeError as e:
+        raise ProblemError(f"{where}: not UTF-8 text: {e}") from None
+    except csv.Error as e:
+        raise ProblemError(f"{where}: malformed CSV: {e}") from None
+    target = names[-1] if target is None else target
+    if target not in names:
+        raise ProblemError(f"{where}: no target column {target!r}; columns are {list(names)}")
+    if len(rows) < MIN_CSV_ROWS:
+        raise ProblemError(f"{where}: {len(rows)} data row(s); need at least {MIN_CSV_ROWS}")
+    columns = {n: _numeric_column([r[k] for r in rows], where, lines, n) for k, n in enumerate(names)}
+    features = tuple(n for n in names if n != target)
+    X = np.column_stack([columns[n] for n in features])
+    y = columns[target]
+    X.setflags(write=False)
+    y.setflags(write=False)
+    return DataTable(where, features, target, X, y)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_csv_cached(path: str, target: str | None, stamp: tuple[int, int]) -> DataTable:
+    """``read_csv_table`` once per file version (``stamp`` = mtime, size): a benchmark rebuilds
+    the problem of every task from its mapping."""
+    del stamp  # part of the cache key only
+    return read_csv_table(path, target)
+
+
+def _read_csv(path: Path, target: str | None) -> DataTable:
+    try:
+        st = path.stat()
+    except OSError:
+        raise ProblemError(f"data file not found: {path}") from None
+    return _read_csv_cached(str(path), target, (st.st_mtime_ns, st.st_size))
+
+
+def csv_kind(path: str | Path) -> str:
+    """``"feynman"``, ``"dso"`` or ``"data"``: what a ``.csv`` holds, from its header row."""
+    p = Path(path)
+    if not p.is_file():
+        raise ProblemError(f"CSV file not found: {p}")
+    try:
+        with p.open(encoding="utf-8-sig", newline="") as fh:
+            header = next(csv.reader(fh, skipinitialspace=True), None) or []
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ProblemError(f"{p}: cannot read the header row: {e}") from None
+    cols = {h.strip() for h in header}
+    if _FEYNMAN_COLUMNS <= cols:
+        return "feynman"
+    if _DSO_COLUMNS <= cols:
+        return "dso"
+    return "data"
+
+
+@dataclass(frozen=True, eq=False)
+class DataProblem:
+    """A benchmark problem given by fixed rows (a user CSV) instead of a formula: no ground
+    truth, so recovery does not apply; R² on held-out rows does.
+
+    For each benchmark seed the rows are split once (:meth:`bench_data`): a seeded permutation
+    puts ``round(test_fraction·n)`` rows (at least 1, leaving at least 1) into the held-out set
+    and the rest, capped at ``n_points``, into the fit set. ``operators`` (``None``: the bench
+    default) as for :class:`Problem`.
+    """
+
+    name: str
+    table: DataTable = field(repr=False)
+    n_points: int = DEFAULT_CSV_POINTS
+    test_fraction: float = DEFAULT_TEST_FRACTION
+    seed: int | None = None
+    operators: OperatorSet | None = None
+    source: str = field(default="", compare=False)
+
+    # A fixed-data problem has no formula; code that reports the truth checks ``has_truth``.
+    has_truth: ClassVar[bool] = False
+    formula: ClassVar[None] = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+            raise ProblemError(
+                f"problem name {self.name!r} (from {self.table.path}): use letters, digits, '_', '.', '-' "
+                f"(rename the file, or give a name in a problem file)"
+            )
+        CsvOptions(self.table.target, self.n_points, self.test_fraction)  # validates both numbers
+
+    # -- structure --
+    @property
+    def variable_names(self) -> list[str]:
+        return list(self.table.feature_names)
+
+    @property
+    def nfeatures(self) -> int:
+        return len(self.table.feature_names)
+
+    @property
+    def data_path(self) -> str:
+        return self.table.path
+
+    @property
+    def target(self) -> str:
+        return self.table.target
+
+    def truth(self) -> Expr:
+        raise ProblemError(f"problem {self.name!r} is fixed data ({self.table.path}) and has no ground truth")
+
+    def data_rng(self, run_seed: int) -> np.random.Generator:
+        """The generator of one benchmark seed's split (as :meth:`Problem.data_rng`)."""
+        return _data_rng(self.seed, self.name, run_seed)
+
+    # -- the split --
+    def split(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(X, y, X_test, y_test)``: disjoint fit and held-out rows (file order kept within
+        each), the fit rows a random subset of at most ``n_points``."""
+        n = len(self.table.y)
+        n_test = min(max(1, round(self.test_fraction * n)), n - 1)
+        perm = rng.permutation(n)
+        test_idx = np.sort(perm[:n_test])
+        fit_idx = np.sort(perm[n_test:][: self.n_points])
+        X, y = self.table.X, self.table.y
+        return X[fit_idx], y[fit_idx], X[test_idx], y[test_idx]
+
+    def bench_data(self, run_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The data of one benchmark seed, shared by every engine: ``split(data_rng(seed))``."""
+        return self.split(self.data_rng(run_seed))
+
+    def sample(self, rng: np.random.Generator, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The fit rows of the split drawn with ``rng`` (at most ``n`` of them)."""
+        X, y, _, _ = self.split(rng)
+        return (X, y) if n is None else (X[:n], y[:n])
+
+    def sample_test(self, rng: np.random.Generator, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The held-out rows of the split drawn with ``rng`` (pass a generator in the same state
+        as for :meth:`sample` to get the matching rows)."""
+        _, _, X, y = self.split(rng)
+        return (X, y) if n is None else (X[:n], y[:n])
+
+    # -- variants --
+    def with_operators(self, operators: OperatorSet | None) -> DataProblem:
+        return replace(self, operators=operators)
+
+    def operator_set(self, default: OperatorSet | None = None) -> OperatorSet:
+        """The problem's operators, else ``default``, else :data:`DEFAULT_OPERATORS`."""
+        if self.operators is not None:
+            return self.operators
+        if default is not None:
+            return default
+        return OperatorSet.from_names(*DEFAULT_OPERATORS)
+
+
+# Every kind of benchmark problem (the runner, suites and reports take either).
+BenchProblem = Problem | DataProblem
+
+
+def load_csv_problem(
+    path: str | Path, options: CsvOptions | None = None, *, name: str | None = None, seed: int | None = None,
+    operators: OperatorSet | None = None,
+) -> DataProblem:
+    """A plain CSV as a :class:`DataProblem` named after the file stem (or ``name``);
+    ``options`` default ``CsvOptions()``."""
+    options = options if options is not None else CsvOptions()
+    p = Path(path).resolve()
+    table = _read_csv(p, options.target)
+    return DataProblem(
+        name=name if name is not None else p.stem, table=table, n_points=options.n_points,
+        test_fraction=options.test_fraction, seed=seed, operators=operators, source=str(p),
+    )
+
+
+_DATA_PROBLEM_KEYS = {"name", "data", "target", "n_points", "test_fraction", "seed", "operators", "description"}
+
+
+def _data_problem_from_mapping(
+    m: Mapping, where: str, default_operators: OperatorSet | None, base_dir: Path | None
+) -> DataProblem:
+    """A problem-file entry ``{data: FILE.csv, target: COL, ...}`` (relative paths are taken
+    from ``base_dir``, the problem file's folder)."""
+    unknown = sorted(set(m) - _DATA_PROBLEM_KEYS)
+    if unknown:
+        hint = " (a problem has either a formula or data, not both)" if "formula" in unknown else ""
+        raise ProblemError(f"{where}: unknown key(s) {unknown}{hint}; known keys: {sorted(_DATA_PROBLEM_KEYS)}")
+    if not isinstance(m["data"], str) or not m["data"].strip():
+        raise ProblemError(f"{where}: data must be a path to a CSV file, got {m['data']!r}")
+    target = m.get("target")
+    if target is not None and not isinstance(target, str):
+        raise ProblemError(f"{where}: target must be a column name, got {target!r}")
+    name = m.get("name")
+    if name is not None and not isinstance(name, str):
+        raise ProblemError(f"{where}: name must be a string, got {name!r}")
+    fraction = m.get("test_fraction", DEFAULT_TEST_FRACTION)
+    path = Path(m["data"])
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    try:
+        options = CsvOptions(
+            target=target, n_points=_int_field(m, "n_points", where, minimum=1) or DEFAULT_CSV_POINTS,
+            test_fraction=_number(fraction, where, "test_fraction"),
+        )
+        return load_csv_problem(
+            path, options, name=name, seed=_int_field(m, "seed", where, minimum=0),
+            operators=_parse_operators(m.get("operators"), where) or default_operators,
+        )
+    except ProblemError as e:
+        msg = str(e)
+        raise ProblemError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+
+
+def _data_problem_to_mapping(p: DataProblem) -> dict[str, Any]:
+    m: dict[str, Any] = {"name": p.name, "data": p.data_path, "target": p.target, "n_points": p.n_points}
+    if p.test_fraction != DEFAULT_TEST_FRACTION:
+        m["test_fraction"] = p.test_fraction
+    if p.seed is not None:
+        m["seed"] = p.seed
+    if p.operators is not None:
+        b, u = p.operators.names()
+        m["operators"] = {"binary": list(b), "unary": list(u)}
+    return m

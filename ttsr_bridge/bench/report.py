@@ -1,4 +1,9 @@
-"""Summaries of benchmark rows: ``summary.json``, ``report.md`` and PNG plots (matplotlib Agg)."""
+"""Summaries of benchmark rows: ``summary.json``, ``report.md`` and PNG plots (matplotlib Agg).
+
+Rows of problems without a ground truth (fixed CSV data: ``recovered`` is None) are left out of
+every recovery statistic (rates, paired comparisons, recovery curves, heat map) — never counted
+as failures — and count in the solution rate, R², complexity, evaluations and seconds.
+"""
 
 from __future__ import annotations
 
@@ -32,10 +37,16 @@ def _ci(ci) -> dict:
     return {"rate": ci.rate, "low": ci.low, "high": ci.high, "n": ci.n}
 
 
+def _has_truth(row: dict) -> bool:
+    """Whether recovery applies to the row's problem (``recovered`` is None without a truth)."""
+    return row["recovered"] is not None
+
+
 def _engine_summary(rows: Sequence[dict], config: BenchConfig, rng: np.random.Generator) -> dict:
     ok = [r for r in rows if r["status"] == "ok"]
     reasons = sorted({r["reason"] for r in rows if r["status"] in ("skipped", "error") and r["reason"]})
-    rec = [bool(r["recovered"]) for r in ok]
+    with_truth = [r for r in ok if _has_truth(r)]
+    rec = [bool(r["recovered"]) for r in with_truth]
     sol = [bool(r["solution"]) for r in ok]
     groups = [r["problem"] for r in ok]
     med_r2 = median_iqr([r["r2_test"] for r in ok])
@@ -47,7 +58,9 @@ def _engine_summary(rows: Sequence[dict], config: BenchConfig, rng: np.random.Ge
         "skipped": sum(r["status"] == "skipped" for r in rows),
         "errors": sum(r["status"] == "error" for r in rows),
         "reasons": reasons[:20],
-        "recovery": _ci(bootstrap_rate_ci(rec, rng, n_boot=config.bootstrap_samples, groups=groups)),
+        "recovery": _ci(bootstrap_rate_ci(rec, rng, n_boot=config.bootstrap_samples,
+                                          groups=[r["problem"] for r in with_truth])),
+        "ok_without_truth": len(ok) - len(with_truth),
         "solution": _ci(bootstrap_rate_ci(sol, rng, n_boot=config.bootstrap_samples, groups=groups)),
         "r2_test": {"median": med_r2[0], "q25": med_r2[1], "q75": med_r2[2]},
         "evals_to_recovery": {"median": med_ev[0], "q25": med_ev[1], "q75": med_ev[2]},
@@ -60,7 +73,7 @@ def _engine_summary(rows: Sequence[dict], config: BenchConfig, rng: np.random.Ge
 
 def _comparisons(rows: Sequence[dict], config: BenchConfig, rng: np.random.Generator) -> list[dict]:
     """Each engine against the baseline (the first engine) on pairs both ran."""
-    by = {(r["engine"], r["problem"], r["seed"]): r for r in rows if r["status"] == "ok"}
+    by = {(r["engine"], r["problem"], r["seed"]): r for r in rows if r["status"] == "ok" and _has_truth(r)}
     out = []
     base = config.baseline
     for e in config.engines[1:]:
@@ -86,8 +99,14 @@ def summarize(rows: Sequence[dict], config: BenchConfig, *, git_sha: str = "", v
     rng = np.random.default_rng(config.bootstrap_seed)
     engines = {e: _engine_summary([r for r in rows if r["engine"] == e], config, rng) for e in config.engines}
     problems = sorted({r["problem"] for r in rows})
+    no_truth = _problems_without_truth(rows)
     per_problem = {
         p: {e: _rate([r for r in rows if r["problem"] == p and r["engine"] == e and r["status"] == "ok"])
+            for e in config.engines}
+        for p in problems
+    }
+    per_problem_solution = {
+        p: {e: _solution_rate([r for r in rows if r["problem"] == p and r["engine"] == e and r["status"] == "ok"])
             for e in config.engines}
         for p in problems
     }
@@ -96,14 +115,28 @@ def summarize(rows: Sequence[dict], config: BenchConfig, *, git_sha: str = "", v
         "git_sha": git_sha,
         "versions": json.loads(versions) if versions else {},
         "n_problems": len(problems),
+        "problems_without_truth": no_truth,
         "engines": engines,
         "comparisons": _comparisons(rows, config, rng),
         "per_problem_recovery": per_problem,
+        "per_problem_solution": per_problem_solution,
     })
 
 
+def _problems_without_truth(rows: Sequence[dict]) -> list[str]:
+    """Problems every row of which has ``recovered`` None (fixed data, no ground truth)."""
+    problems = sorted({r["problem"] for r in rows})
+    return [p for p in problems if not any(_has_truth(r) for r in rows if r["problem"] == p)]
+
+
 def _rate(rows: Sequence[dict]) -> float | None:
+    """Recovery rate of the rows with a truth; None when there are none (not applicable)."""
+    rows = [r for r in rows if _has_truth(r)]
     return float(np.mean([bool(r["recovered"]) for r in rows])) if rows else None
+
+
+def _solution_rate(rows: Sequence[dict]) -> float | None:
+    return float(np.mean([bool(r["solution"]) for r in rows])) if rows else None
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -124,14 +157,27 @@ def write_report(summary: dict, out: Path) -> Path:
         f"budget: {budget} per run; git {summary['git_sha'][:12]}.", "",
         "Recovery = a reported model symbolically equivalent to the truth; solution = held-out R² > "
         f"{cfg['solution_r2']}. 95% CIs: bootstrap over problems (seeds kept together).", "",
+    ]
+    no_truth = summary.get("problems_without_truth", [])
+    if no_truth:
+        lines += [
+            (f"Without a ground truth (fixed CSV data): {', '.join(no_truth)}. Recovery does not apply to "
+             "them (n/a): they are left out of every recovery rate, comparison and plot, and count in "
+             "solution, R², complexity, evaluations and seconds."),
+            "",
+        ]
+    lines += [
         "| engine | runs ok | skipped | errors | recovery [95% CI] | solution [95% CI] | median R² | "
         "median evals to recovery (IQR) | median seconds |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for e, s in summary["engines"].items():
         rc, sc, ev = s["recovery"], s["solution"], s["evals_to_recovery"]
+        recovery = f"{_fmt(rc['rate'])} [{_fmt(rc['low'])}, {_fmt(rc['high'])}]"
+        if not rc["n"] and s.get("ok_without_truth"):
+            recovery = "n/a (no truth)"
         lines.append(
-            f"| {e} | {s['ok']} | {s['skipped']} | {s['errors']} | {_fmt(rc['rate'])} [{_fmt(rc['low'])}, {_fmt(rc['high'])}] | "
+            f"| {e} | {s['ok']} | {s['skipped']} | {s['errors']} | {recovery} | "
             f"{_fmt(sc['rate'])} [{_fmt(sc['low'])}, {_fmt(sc['high'])}] | {_fmt(s['r2_test']['median'], 4)} | "
             f"{_fmt(ev['median'])} ({_fmt(ev['q25'])}–{_fmt(ev['q75'])}) | {_fmt(s['seconds']['median'])} |"
         )
@@ -153,7 +199,13 @@ def write_report(summary: dict, out: Path) -> Path:
     lines += ["", "## Recovery rate per problem", "", "| problem | " + " | ".join(engines) + " |",
               "|---|" + "---|" * len(engines)]
     for p, rates in summary["per_problem_recovery"].items():
-        lines.append(f"| {p} | " + " | ".join(_fmt(rates.get(e), 2) for e in engines) + " |")
+        cells = ["n/a" if p in no_truth else _fmt(rates.get(e), 2) for e in engines]
+        lines.append(f"| {p} | " + " | ".join(cells) + " |")
+    if no_truth:
+        lines += ["", f"## Solution rate per problem (held-out R² > {cfg['solution_r2']})", "",
+                  "| problem | " + " | ".join(engines) + " |", "|---|" + "---|" * len(engines)]
+        for p, rates in summary.get("per_problem_solution", {}).items():
+            lines.append(f"| {p} | " + " | ".join(_fmt(rates.get(e), 2) for e in engines) + " |")
     lines += ["", "Plots: `recovery_vs_evals.png`, `recovery_vs_seconds.png`, `recovery_heatmap.png`.", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -161,7 +213,7 @@ def write_report(summary: dict, out: Path) -> Path:
 
 
 def _curve(rows: Sequence[dict], key: str, grid: np.ndarray) -> np.ndarray:
-    ok = [r for r in rows if r["status"] == "ok"]
+    ok = [r for r in rows if r["status"] == "ok" and _has_truth(r)]
     if not ok:
         return np.full(grid.shape, np.nan)
     vals = np.array([r[key] if r["recovered"] and r[key] is not None else np.inf for r in ok], dtype=np.float64)
@@ -196,16 +248,18 @@ def write_plots(rows: Sequence[dict], config: BenchConfig, out: Path) -> list[Pa
         plt.close(fig)
         paths.append(out / fname)
     problems = sorted({r["problem"] for r in rows})
-    mat = np.full((len(problems), len(config.engines)), np.nan)
+    no_truth = set(_problems_without_truth(rows))
+    mat = np.full((len(problems), len(config.engines)), np.nan)  # NaN cells are left blank
     for i, p in enumerate(problems):
         for j, e in enumerate(config.engines):
-            rr = [bool(r["recovered"]) for r in rows if r["problem"] == p and r["engine"] == e and r["status"] == "ok"]
+            rr = [bool(r["recovered"]) for r in rows
+                  if r["problem"] == p and r["engine"] == e and r["status"] == "ok" and _has_truth(r)]
             if rr:
                 mat[i, j] = np.mean(rr)
     fig, ax = plt.subplots(figsize=(2 + 1.2 * len(config.engines), 1 + 0.3 * len(problems)))
     im = ax.imshow(np.ma.masked_invalid(mat), vmin=0, vmax=1, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(config.engines)), config.engines, rotation=30, ha="right")
-    ax.set_yticks(range(len(problems)), problems)
+    ax.set_yticks(range(len(problems)), [f"{p} (no truth)" if p in no_truth else p for p in problems])
     fig.colorbar(im, ax=ax, label="recovery rate")
     fig.tight_layout()
     fig.savefig(out / "recovery_heatmap.png", dpi=100)

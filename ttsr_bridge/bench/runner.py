@@ -9,6 +9,10 @@ Layout of the output directory::
     DIR/summary.json, DIR/report.md, DIR/*.png  (see :mod:`.report`)
 
 A killed benchmark restarted with the same ``--out`` skips every row already in ``rows/``.
+
+A fixed-data problem (a plain CSV, :class:`~.problems.DataProblem`) has no ground truth: its
+rows have ``recovered = None`` (not applicable, never a failure) and no time to recovery; R²
+on its held-out rows, the solution flag, complexity, evaluations and seconds are as usual.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from ttsr_bridge.config_io import from_mapping, to_mapping
 from ttsr_bridge.expr.operators import OperatorSet
 
 from .config import BenchConfig
-from .problems import Problem, problem_from_mapping, problem_to_mapping
+from .problems import BenchProblem, DataProblem, problem_from_mapping, problem_to_mapping
 from .suites import get_suite, select_problems
 
 __all__ = ["Task", "BenchRun", "plan", "run_bench", "run_task", "load_rows", "merge_rows", "environment_info"]
@@ -94,16 +98,18 @@ def environment_info() -> tuple[str, str]:
 
 
 # ---- planning ------------------------------------------------------------------------------------
-def load_problems(config: BenchConfig) -> list[tuple[str, Problem]]:
+def load_problems(config: BenchConfig) -> list[tuple[str, BenchProblem]]:
     """``(suite, problem)`` for every suite of the config, after ``select`` and ``limit``."""
-    out: list[tuple[str, Problem]] = []
+    out: list[tuple[str, BenchProblem]] = []
     seen: set[str] = set()
     for suite in config.problems:
-        for p in get_suite(suite):
+        for p in get_suite(suite, config.csv_options):
             if p.name in seen:
                 raise ValueError(f"problem name {p.name!r} appears in two suites; benchmark them separately")
             seen.add(p.name)
             out.append((suite, p))
+    if config.target is not None and not any(isinstance(p, DataProblem) for _, p in out):
+        raise ValueError(f"target {config.target!r} is set but no suite is a plain CSV (csv:PATH or a data .csv)")
     if config.select:
         keep = {p.name for p in select_problems([p for _, p in out], config.select)}
         out = [(s, p) for s, p in out if p.name in keep]
@@ -112,14 +118,12 @@ def load_problems(config: BenchConfig) -> list[tuple[str, Problem]]:
     return out
 
 
-def _write_data(problem: Problem, seed: int, path: Path) -> None:
-    """Training and held-out data of one (problem, seed), drawn from independent streams."""
+def _write_data(problem: BenchProblem, seed: int, path: Path) -> None:
+    """Training and held-out data of one (problem, seed) (``problem.bench_data``: sampled
+    points, or a fixed-data problem's split of its rows), written once for every engine."""
     if path.is_file():
         return
-    rng = problem.data_rng(seed)
-    train_rng, test_rng = rng.spawn(2)
-    X, y = problem.sample(train_rng)
-    X_test, y_test = problem.sample_test(test_rng)
+    X, y, X_test, y_test = problem.bench_data(seed)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, X=X, y=y, X_test=X_test, y_test=y_test)
     os.replace(tmp, path)
@@ -130,12 +134,12 @@ def plan(config: BenchConfig, out: Path) -> tuple[list[Task], list[dict]]:
     unavailable here). Writes the shared data files."""
     from .engines import get_engine
 
+    problems = load_problems(config)  # first: bad problem input leaves no output directory behind
     out.mkdir(parents=True, exist_ok=True)
     (out / "data").mkdir(exist_ok=True)
     (out / "rows").mkdir(exist_ok=True)
     sha, versions = environment_info()
     cfg_map = to_mapping(config)
-    problems = load_problems(config)
     unavailable = {e: get_engine(e).unavailable_reason() for e in config.engines}
     tasks: list[Task] = []
     done: list[dict] = []
@@ -163,10 +167,11 @@ def plan(config: BenchConfig, out: Path) -> tuple[list[Task], list[dict]]:
 
 
 # ---- one run -------------------------------------------------------------------------------------
-def _base_row(task: Task, problem: Problem, config: BenchConfig) -> dict:
+def _base_row(task: Task, problem: BenchProblem, config: BenchConfig) -> dict:
     row: dict[str, Any] = {c: None for c in ROW_COLUMNS}
     row.update(
-        problem=problem.name, suite=task.suite, engine=task.engine, seed=task.seed, recovered=False,
+        problem=problem.name, suite=task.suite, engine=task.engine, seed=task.seed,
+        recovered=False if problem.has_truth else None,  # None: no truth, recovery not applicable
         solution=False, budget_kind=config.budget_kind, budget_evals=config.budget_evals,
         budget_seconds=config.budget_seconds, nfeatures=problem.nfeatures, git_sha=task.git_sha,
         versions=task.versions,
@@ -231,19 +236,25 @@ def run_task(task: Task) -> dict:
     return row
 
 
-def _metrics(result, problem: Problem, data, config: BenchConfig) -> dict:
+def _recovered(result, problem: BenchProblem, config: BenchConfig) -> bool | None:
+    """Whether a reported model is symbolically the truth; None without a truth."""
     from ttsr_bridge.expr.sympy_bridge import equivalent
 
+    if not problem.has_truth:
+        return None
     truth = problem.truth()
     names = list(problem.variable_names)
-    recovered = False
     for cand in result.candidates:
         try:
             if equivalent(cand, truth, names, tol=config.equivalence_tol, timeout=config.equivalence_timeout):
-                recovered = True
-                break
+                return True
         except Exception:  # an odd candidate is "not recovered", not a failed run
             continue
+    return False
+
+
+def _metrics(result, problem: BenchProblem, data, config: BenchConfig) -> dict:
+    recovered = _recovered(result, problem, config)
     r2 = r2_score(data.y_test, result.pred_test)
     evals_rec = (result.evals_to_solution if result.evals_to_solution is not None else result.num_evals) if recovered else None
     secs_rec = (result.seconds_to_solution if result.seconds_to_solution is not None else result.seconds) if recovered else None
@@ -296,8 +307,9 @@ def merge_rows(out: str | Path) -> Path:
 
     out = Path(out)
     df = pd.DataFrame(load_rows(out), columns=list(ROW_COLUMNS))
-    for col in ("recovered", "solution"):
-        df[col] = df[col].fillna(False).astype(bool)
+    # recovered is nullable: None where the problem has no ground truth (not applicable)
+    df["recovered"] = df["recovered"].astype("boolean")
+    df["solution"] = df["solution"].fillna(False).astype(bool)
     for col in ("r2_test", "num_evals", "seconds", "evals_to_solution", "seconds_to_solution",
                 "evals_to_recovery", "seconds_to_recovery", "budget_evals", "budget_seconds"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")

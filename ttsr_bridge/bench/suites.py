@@ -22,6 +22,11 @@ Built-in suites (defined here in the problem-file format, validated by the same 
 * ``pysr-tuning`` — the ten problems of ``pysr_tuning_problems.yaml`` in the shared benchmark
   folder (see :func:`shared_benchmarks_dir`);
 * ``feynman[:PATH]``, ``dso[:PATH]`` — the AI Feynman / DSO CSVs (default: the shared folder);
+* ``csv:PATH`` — a plain numeric CSV with a header row: one fixed-data problem
+  (:class:`~ttsr_bridge.bench.problems.DataProblem`, named after the file stem; target column,
+  fit-row cap and held-out fraction from :class:`~ttsr_bridge.bench.problems.CsvOptions`);
+* any path to a ``.csv``: its header decides — FeynmanEquations.csv columns → ``feynman:``,
+  DSO benchmark columns → ``dso:``, anything else → ``csv:``;
 * any path to a problem file (``.yaml``/``.yml``), optionally written ``file:PATH``.
 """
 
@@ -33,8 +38,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .problems import (
+    BenchProblem,
+    CsvOptions,
     Problem,
     ProblemError,
+    csv_kind,
+    load_csv_problem,
     load_dso,
     load_feynman,
     load_problem_file,
@@ -153,11 +162,14 @@ def heldout_suite_names() -> tuple[str, ...]:
 
 def list_suites() -> list[str]:
     """Names ``get_suite`` accepts (the ``feynman``/``dso`` ones take an optional ``:PATH``)."""
-    return [*BUILTIN_SUITES, "feynman[:PATH]", "dso[:PATH]", "file:PATH (or a .yaml path)"]
+    return [*BUILTIN_SUITES, "feynman[:PATH]", "dso[:PATH]", "csv:PATH (or a .csv path)", "file:PATH (or a .yaml path)"]
 
 
-def get_suite(name_or_path: str) -> tuple[Problem, ...]:
-    """The problems of a named suite, a ``feynman:``/``dso:``/``file:`` spec, or a problem file."""
+def get_suite(name_or_path: str, csv_options: CsvOptions | None = None) -> tuple[BenchProblem, ...]:
+    """The problems of a named suite, a ``feynman:``/``dso:``/``csv:``/``file:`` spec, a
+    ``.csv`` (kind read from its header) or a problem file. ``csv_options`` (default
+    ``CsvOptions()``) applies to plain CSVs only."""
+    csv_options = csv_options if csv_options is not None else CsvOptions()
     spec = name_or_path.strip()
     if spec in BUILTIN_SUITES:
         return BUILTIN_SUITES[spec]()
@@ -166,14 +178,29 @@ def get_suite(name_or_path: str) -> tuple[Problem, ...]:
         return load_feynman(rest or shared_benchmarks_dir() / "FeynmanEquations.csv")
     if kind == "dso":
         return load_dso(rest or shared_benchmarks_dir() / "dso_benchmarks.csv")
+    if kind == "csv" and rest:
+        return (load_csv_problem(rest, csv_options),)
     if kind == "file" and rest:
         return load_problem_file(rest)
+    if spec.lower().endswith(".csv"):
+        return _csv_suite(spec, csv_options)
     if spec.endswith((".yaml", ".yml")) or Path(spec).is_file():
         return load_problem_file(spec)
     raise ProblemError(f"unknown problem suite {name_or_path!r}; known suites: {list_suites()}")
 
 
-def select_problems(problems: Sequence[Problem], patterns: Sequence[str]) -> tuple[Problem, ...]:
+def _csv_suite(path: str, csv_options: CsvOptions) -> tuple[BenchProblem, ...]:
+    """A bare ``.csv`` path: Feynman and DSO files are told apart from plain data by their
+    header row."""
+    kind = csv_kind(path)
+    if kind == "feynman":
+        return load_feynman(path)
+    if kind == "dso":
+        return load_dso(path)
+    return (load_csv_problem(path, csv_options),)
+
+
+def select_problems(problems: Sequence[BenchProblem], patterns: Sequence[str]) -> tuple[BenchProblem, ...]:
     """The problems whose name matches one of ``patterns`` (exact names or shell globs), in
     the suite's order; a pattern that matches nothing raises."""
     if not patterns:

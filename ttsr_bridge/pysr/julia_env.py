@@ -29,11 +29,17 @@ def julia_package_path() -> Path:
 
 
 def ensure_bridge_loaded() -> None:
-    """``Pkg.develop`` TTSRBridge into PySR's environment when missing, then ``using TTSRBridge``."""
+    """``Pkg.develop`` TTSRBridge into PySR's environment when missing, then ``using TTSRBridge``.
+
+    Mirrors PySR 2.7.2's ``pysr.julia_extensions.load_package``: the same direct-dependency check
+    (``isinstalled``), the same registry fallback (``try_with_registry_fallback``, for JSON3 and
+    the other registered dependencies Pkg resolves here), and a constant ``using`` statement."""
     from pysr.julia_import import Pkg, jl  # imports juliacall / starts Julia
+    from pysr.julia_registry_helpers import try_with_registry_fallback
 
     deps = Pkg.dependencies()
     uuid = jl.Base.UUID(TTSRBRIDGE_UUID)
     if not (jl.haskey(deps, uuid) and deps[uuid].is_direct_dep):
-        Pkg.develop(path=str(julia_package_path()))
+        path = str(julia_package_path())
+        try_with_registry_fallback(lambda: Pkg.develop(path=path))
     jl.seval("using TTSRBridge: TTSRBridge")

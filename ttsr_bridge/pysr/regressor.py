@@ -20,13 +20,14 @@ from ..propose.client import ServerProcess
 from .julia_env import ensure_bridge_loaded
 from .spec import (
     NEURAL_PARAMETERS,
+    JuliaMutationSpec,
     JuliaPluginSpec,
     NeuralSpec,
     combined_init_signature,
     pysr_fit_overrides,
 )
 
-__all__ = ["NeuralProposerPlugin", "PySRRegressor", "bridge_stats"]
+__all__ = ["NeuralMutation", "NeuralProposerPlugin", "PySRRegressor", "bridge_stats"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,30 @@ class NeuralProposerPlugin(pysr.AbstractPlugin):
 
         ensure_bridge_loaded()
         return self.spec.build(jl.TTSRBridge)
+
+
+@dataclass(frozen=True)
+class NeuralMutation(pysr.AbstractMutation):
+    """PySR mutation config for ``TTSRBridge.NeuralMutation`` (PySR's ``mutations={...}`` API)."""
+
+    spec: JuliaMutationSpec
+
+    def julia_mutation(self) -> Any:
+        from pysr.julia_import import jl
+
+        ensure_bridge_loaded()
+        return self.spec.build(jl.TTSRBridge)
+
+
+def _to_pysr_objects(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Replace the pysr-free specs of :func:`pysr_fit_overrides` by PySR plugin/mutation objects."""
+    out = dict(overrides)
+    out["plugins"] = [NeuralProposerPlugin(p) if isinstance(p, JuliaPluginSpec) else p for p in overrides["plugins"]]
+    if "mutations" in overrides:
+        out["mutations"] = {
+            (NeuralMutation(m) if isinstance(m, JuliaMutationSpec) else m): w for m, w in overrides["mutations"].items()
+        }
+    return out
 
 
 def bridge_stats() -> dict[str, int]:
@@ -69,17 +94,17 @@ class PySRRegressor(pysr.PySRRegressor):
             return super().fit(X, y, *args, **kwargs)
         ensure_bridge_loaded()
         seed = self.random_state if isinstance(self.random_state, int) else 0
-        saved = {"plugins": self.plugins, "worker_imports": self.worker_imports}
+        saved = {"plugins": self.plugins, "worker_imports": self.worker_imports, "mutations": self.mutations}
         with ServerProcess(spec.proposer, seed=seed, extra_args=spec.server_args) as server:
             assert server.port is not None
-            overrides = pysr_fit_overrides(
-                {"plugins": self.plugins, "worker_imports": self.worker_imports,
-                 "parallelism": self.parallelism, "cluster_manager": self.cluster_manager},
-                spec, server.host, server.port,
-            )
-            overrides["plugins"] = [
-                NeuralProposerPlugin(p) if isinstance(p, JuliaPluginSpec) else p for p in overrides["plugins"]
-            ]
+            params = {
+                "plugins": self.plugins, "worker_imports": self.worker_imports, "mutations": self.mutations,
+                "default_mutations": self.default_mutations, "parallelism": self.parallelism,
+                "cluster_manager": self.cluster_manager, "procs": self.procs,
+                # deprecated PySR keyword, only present when the user passed it
+                "multithreading": getattr(self, "multithreading", None),
+            }
+            overrides = _to_pysr_objects(pysr_fit_overrides(params, spec, server.host, server.port))
             try:
                 for k, v in overrides.items():
                     setattr(self, k, v)

@@ -20,12 +20,14 @@ from ..expr.operators import OperatorSet
 __all__ = [
     "NEURAL_PARAMETERS",
     "TTSRBRIDGE_UUID",
+    "JuliaMutationSpec",
     "JuliaPluginSpec",
     "NeuralSpec",
     "PySRBudget",
     "combined_init_signature",
     "pysr_fit_overrides",
     "pysr_operator_names",
+    "uses_worker_processes",
 ]
 
 TTSRBRIDGE_UUID = "2144f98f-c5de-4429-987a-3451499ba32f"  # julia/TTSRBridge/Project.toml
@@ -118,6 +120,27 @@ class JuliaPluginSpec:
 
 
 @dataclass(frozen=True)
+class JuliaMutationSpec:
+    """``TTSRBridge.NeuralMutation(BridgeConfig(...))`` as an explicit PySR ``mutations`` entry.
+
+    Needed when the user passes ``default_mutations``: SR.jl (src/core/Options.jl) then drops every
+    plugin-contributed mutation, so the neural move is added explicitly (explicit entries always
+    apply). The plugin still reports outcomes: SR.jl dispatches ``on_mutation_end!`` on the
+    mutation's type however it was registered."""
+
+    plugin: JuliaPluginSpec
+
+    @property
+    def weight(self) -> float:
+        return self.plugin.weight
+
+    def build(self, bridge_module: Any) -> Any:
+        """The Julia mutation, built from typed keyword arguments (no Julia source text)."""
+        config = bridge_module.BridgeConfig(**self.plugin.config_kwargs())
+        return bridge_module.NeuralMutation(config)
+
+
+@dataclass(frozen=True)
 class PySRBudget:
     """Size of one PySR search (trace collection, benchmarks). Defaults are PySR 2.7.2's."""
 
@@ -161,13 +184,28 @@ def pysr_operator_names(operators: OperatorSet | None) -> tuple[list[str], list[
     return list(binary), list(unary)
 
 
+def uses_worker_processes(params: dict[str, Any]) -> bool:
+    """Whether PySR 2.7.2 runs this search in Julia worker processes: ``parallelism=
+    "multiprocessing"``, a ``cluster_manager``, or the deprecated ``multithreading=False`` with
+    ``procs > 0`` (PySR's ``_map_parallelism_params``)."""
+    if params.get("parallelism") == "multiprocessing" or params.get("cluster_manager") is not None:
+        return True
+    procs = params.get("procs")
+    return params.get("multithreading") is False and isinstance(procs, int) and procs > 0
+
+
 def pysr_fit_overrides(params: dict[str, Any], spec: NeuralSpec, host: str, port: int) -> dict[str, Any]:
     """The PySR parameters to set for one ``fit`` with the neural move (restored afterwards):
-    the plugin spec appended to ``plugins``, and ``TTSRBridge`` in ``worker_imports`` when
-    worker processes must load it."""
+    the plugin spec appended to ``plugins``; when ``default_mutations`` is set (SR.jl then ignores
+    plugin mutations) the mutation spec added to ``mutations``; and ``TTSRBridge`` in
+    ``worker_imports`` when worker processes must load it."""
     plugin = spec.plugin(host, port)
     overrides: dict[str, Any] = {"plugins": [*(params.get("plugins") or ()), plugin]}
-    if params.get("parallelism") == "multiprocessing" or params.get("cluster_manager") is not None:
+    if params.get("default_mutations") is not None and plugin.weight > 0:
+        mutations = dict(params.get("mutations") or {})
+        mutations[JuliaMutationSpec(plugin)] = plugin.weight
+        overrides["mutations"] = mutations
+    if uses_worker_processes(params):
         imports = list(params.get("worker_imports") or ())
         if "TTSRBridge" not in imports:
             imports.append("TTSRBridge")

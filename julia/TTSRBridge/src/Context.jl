@@ -1,6 +1,34 @@
 # The `context` message: what the model conditions on that is fixed for a search
 # (features, operators, size limit, data statistics), computed once per (options, dataset).
 
+"""
+    operators_by_degree(operators) -> Tuple
+
+The operator tuples of an operator enum, index = arity. DynamicExpressions 2.x stores them as
+`operators.ops` (any arity; SR.jl's `Options` and PySR 2.7.2 build it that way); the 1.x layout
+(`unaops`, `binops`) is read as `(unaops, binops)`.
+"""
+function operators_by_degree(operators)
+    hasfield(typeof(operators), :ops) && return getfield(operators, :ops)
+    return (operators.unaops, operators.binops)
+end
+
+"""Operators of arity `degree` (empty when the search has none)."""
+function operators_of_degree(operators, degree::Int)
+    ops = operators_by_degree(operators)
+    return degree <= length(ops) ? ops[degree] : ()
+end
+
+# SR.jl 2.x batches large datasets (`batching=:auto`): `mutate!` then receives a fresh
+# `SubDataset` view per step. The context (and its statistics) belongs to the full dataset.
+const _CORE_MODULE = isdefined(SymbolicRegression, :CoreModule) ? SymbolicRegression.CoreModule : nothing
+
+"""The dataset a (possibly batched) SR.jl dataset is a view of; anything else unchanged."""
+full_dataset(dataset) = dataset
+if _CORE_MODULE !== nothing && isdefined(_CORE_MODULE, :SubDataset) && isdefined(_CORE_MODULE, :get_full_dataset)
+    full_dataset(dataset::_CORE_MODULE.SubDataset) = _CORE_MODULE.get_full_dataset(dataset)
+end
+
 """Printed name of an operator, as SR.jl's `string_tree` prints it (`safe_log` -> `log`)."""
 function op_name(op)
     if isdefined(DynamicExpressions, :get_op_name)
@@ -63,8 +91,10 @@ function context_message(options, dataset, nfeatures::Int)
     msg = Dict{String,Any}(
         "op" => "context",
         "nfeatures" => nfeatures,
-        "binary_operators" => [op_name(op) for op in operators.binops],
-        "unary_operators" => [op_name(op) for op in operators.unaops],
+        # The protocol carries unary and binary operators; a parent using an operator of
+        # another arity is refused by the server (`bad_tree`) and that move falls back.
+        "binary_operators" => [op_name(op) for op in operators_of_degree(operators, 2)],
+        "unary_operators" => [op_name(op) for op in operators_of_degree(operators, 1)],
         "maxsize" => options.maxsize,
         "variable_names" => nothing,
         "data_stats" => nothing,
@@ -76,14 +106,16 @@ function context_message(options, dataset, nfeatures::Int)
     return msg
 end
 
-# Context messages by (options, dataset) identity; bounded because batching mode passes a new
-# sub-dataset to every mutation.
+# Context messages by (options, full dataset) identity; bounded so that long-lived processes
+# running many searches do not accumulate them.
 const CONTEXTS = Dict{Tuple{UInt64,UInt64},Tuple{UInt64,Dict{String,Any}}}()
 const CONTEXTS_LOCK = ReentrantLock()
 const MAX_CACHED_CONTEXTS = 256
 
-"""The context message for this search and its fingerprint (computed once per dataset)."""
+"""The context message for this search and its fingerprint (computed once per full dataset:
+batches of one dataset share it)."""
 function cached_context(options, dataset, nfeatures::Int)
+    dataset = full_dataset(dataset)
     key = (objectid(options), objectid(dataset))
     hit = lock(() -> get(CONTEXTS, key, nothing), CONTEXTS_LOCK)
     hit === nothing || return hit

@@ -2,8 +2,25 @@
 # built-in mutation on any failure (counted in `bridge_stats()`).
 
 """
-Built-in mutations used when a neural move fails (server down, timeout, declined, unparsable or
-over-size child). Tree-returning moves only, weighted as PySR 2.7.2's documented defaults.
+The built-in mutation types a failed neural move may fall back to: the moves that return a tree
+(SR.jl's `MutationResult(; tree)`), so the engine's own constraint check, evaluation and
+acceptance apply to the fallback exactly as to the neural child.
+"""
+const TREE_FALLBACK_TYPES = (
+    ConstantMutation,
+    OperatorMutation,
+    FeatureMutation,
+    SwapOperandsMutation,
+    AddNodeMutation,
+    InsertNodeMutation,
+    DeleteNodeMutation,
+    RotateTreeMutation,
+)
+
+"""
+Last-resort fallback table, used only when the search's own `options.mutations` holds no
+tree-returning built-in with positive weight: SR.jl 2.7.x's `default_options().mutation_weights`
+(src/core/Options.jl), which are also PySR 2.7.2's documented defaults.
 """
 const DEFAULT_FALLBACK = Pair{AbstractMutation,Float64}[
     ConstantMutation() => 0.0346,
@@ -17,32 +34,89 @@ const DEFAULT_FALLBACK = Pair{AbstractMutation,Float64}[
 ]
 
 """
-    NeuralMutation(config::BridgeConfig=BridgeConfig(); fallback=DEFAULT_FALLBACK)
+    NeuralMutation(config::BridgeConfig=BridgeConfig(); fallback=nothing)
 
 An `AbstractMutation` whose child comes from the ttsr_bridge proposal server at `config`.
 Add it with `Options(; mutations=[NeuralMutation(cfg) => w])` or through
 [`NeuralProposerPlugin`](@ref). Traces record it as mutation type `"neural"`; a fallback is
 recorded under the built-in mutation that actually ran.
+
+`fallback=nothing` (default): a failed neural move runs one of the search's own tree-returning
+built-in mutations (`options.mutations`, so the configured `ConstantMutation` perturbation and
+the user's weights apply), with SR.jl's `condition_mutation_weights!` applied as for any
+sampled mutation. A `Vector{Pair{AbstractMutation,Float64}}` replaces that list.
 """
 struct NeuralMutation <: AbstractMutation
     config::BridgeConfig
-    fallback::Vector{Pair{AbstractMutation,Float64}}
+    fallback::Union{Nothing,Vector{Pair{AbstractMutation,Float64}}}
 end
-NeuralMutation(config::BridgeConfig=BridgeConfig(); fallback=DEFAULT_FALLBACK) = NeuralMutation(config, fallback)
+NeuralMutation(config::BridgeConfig=BridgeConfig(); fallback=nothing) = NeuralMutation(config, fallback)
 
 # Ticket of the neural child the current task just proposed; read by `on_mutation_end!`, which
-# SR.jl calls in the same task right after the accept/reject decision.
+# SR.jl calls in the same task right before `next_generation` returns.
 const TICKET_KEY = :ttsr_bridge_ticket
 
-function _sample_fallback(m::NeuralMutation)
-    total = sum(last, m.fallback)
+_is_tree_fallback(mutation) = any(T -> mutation isa T, TREE_FALLBACK_TYPES)
+
+"""The tree-returning built-ins of `options.mutations` with positive weight (a fresh vector)."""
+function tree_fallbacks(options)
+    return Pair{AbstractMutation,Float64}[
+        p.first => Float64(p.second) for p in options.mutations if _is_tree_fallback(p.first) && p.second > 0
+    ]
+end
+
+const _CONDITION_WEIGHTS = if isdefined(SymbolicRegression, :condition_mutation_weights!)
+    SymbolicRegression.condition_mutation_weights!
+else
+    nothing
+end
+
+"""Weighted fallbacks for one failed move on `member` (conditioned as SR.jl conditions its own)."""
+function fallback_weights(m::NeuralMutation, member, options, curmaxsize::Int, nfeatures::Int)
+    m.fallback === nothing || return m.fallback
+    weights = tree_fallbacks(options)
+    isempty(weights) && return DEFAULT_FALLBACK
+    conditioned = copy(weights)
+    if _CONDITION_WEIGHTS !== nothing
+        try
+            _CONDITION_WEIGHTS(conditioned, member, options, curmaxsize, nfeatures)
+        catch err
+            # Another SR.jl version with another hook signature: keep the raw weights.
+            err isa MethodError || rethrow()
+            return weights
+        end
+    end
+    # Conditioning can zero every tree move (e.g. a lone variable at maxsize); the raw weights
+    # still give a move whose child the engine checks.
+    return sum(last, conditioned) > 0 ? conditioned : weights
+end
+
+function _sample_fallback(weights::AbstractVector{<:Pair})
+    total = sum(last, weights)
     threshold = rand() * total
     acc = 0.0
-    for (mutation, weight) in m.fallback
+    for (mutation, weight) in weights
         acc += weight
         threshold < acc && return mutation
     end
-    return first(m.fallback[end])
+    return first(weights[end])
+end
+
+"""Number of features from `mutate!`'s keywords when `nfeatures` itself is absent."""
+function _dataset_nfeatures(kws)
+    dataset = get(kws, :dataset, nothing)
+    return dataset === nothing ? 1 : size(dataset.X, 1)
+end
+
+# Julia prints Float32 constants as `2.5f0` (PySR's default precision is 32); the protocol's
+# parent is `string_tree` text with Float64 formatting, which is what the server parses, so
+# constants are widened for printing (exact: every Float32 is a Float64).
+_constant_text(val::Real) = string(Float64(val))
+_constant_text(val) = string(val)
+
+"""The parent as sent in a `propose` message: `string_tree` over `x1..xn`, Float64 constants."""
+function parent_text(tree_node, operators)
+    return DynamicExpressions.string_tree(tree_node, operators; f_constant=_constant_text)
 end
 
 """The node tree of a plain `Expression` (or a bare node); `nothing` for other expression types."""
@@ -78,15 +152,37 @@ function _propose_message(handle::Int, tree_node, member, options, kws, curmaxsi
     return Dict{String,Any}(
         "op" => "propose",
         "context" => handle,
-        "parent" => DynamicExpressions.string_tree(tree_node, options.operators),
+        "parent" => parent_text(tree_node, options.operators),
         "loss" => _json_number(get(kws, :loss, member.loss)),
         "cost" => _json_number(get(kws, :cost, member.cost)),
         "curmaxsize" => curmaxsize,
-        # SR.jl does not pass the population index, iteration or temperature to `mutate!`.
+        # SR.jl passes neither the population index nor the iteration to `mutate!`.
         "population" => -1,
         "iteration" => -1,
-        "temperature" => nothing,
+        "temperature" => annealing_temperature(options, get(kws, :plugin_states, nothing)),
     )
+end
+
+const _ANNEALING_PLUGIN = if isdefined(SymbolicRegression, :SimulatedAnnealingPlugin)
+    SymbolicRegression.SimulatedAnnealingPlugin
+else
+    nothing
+end
+
+"""
+The current temperature of SR.jl's `SimulatedAnnealingPlugin` (its worker state, which
+`mutate!` receives in `plugin_states`, in the order of `options.plugins`); `nothing` when
+annealing is off.
+"""
+function annealing_temperature(options, plugin_states)
+    (_ANNEALING_PLUGIN === nothing || !(plugin_states isa Tuple)) && return nothing
+    for (plugin, state) in zip(options.plugins, plugin_states)
+        if plugin isa _ANNEALING_PLUGIN && hasproperty(state, :temperature)
+            t = getproperty(state, :temperature)
+            return t isa Real ? _json_number(t) : nothing
+        end
+    end
+    return nothing
 end
 
 """Ask the server for a child; `(child, ticket)` or `nothing` (then the caller falls back)."""
@@ -135,10 +231,17 @@ function SymbolicRegression.mutate!(
     new_tree::N, parent_member::P, m::NeuralMutation, options; kws...
 ) where {N,P}
     task_local_storage(TICKET_KEY, nothing)
-    result = neural_child(new_tree, parent_member, m, options, kws)
+    # SR.jl retries a step (`attempt` > 1) only when the previous child failed its constraint
+    # check, which a neural child never does (checked below): the retry follows a fallback,
+    # so the server is not asked again and a slow server costs at most one timeout per step.
+    first_attempt = get(kws, :attempt, 1) == 1
+    result = first_attempt ? neural_child(new_tree, parent_member, m, options, kws) : nothing
     if result === nothing
         _bump!(STATS.fallbacks)
-        return SymbolicRegression.mutate!(new_tree, parent_member, _sample_fallback(m), options; kws...)
+        curmaxsize = Int(get(kws, :curmaxsize, options.maxsize))
+        nfeatures = Int(get(() -> _dataset_nfeatures(kws), kws, :nfeatures))
+        weights = fallback_weights(m, parent_member, options, curmaxsize, nfeatures)
+        return SymbolicRegression.mutate!(new_tree, parent_member, _sample_fallback(weights), options; kws...)
     end
     child, ticket = result
     task_local_storage(TICKET_KEY, ticket)

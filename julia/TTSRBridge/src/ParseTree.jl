@@ -1,7 +1,7 @@
 # Parser of the server's replies (SR.jl `string_tree` form, e.g. `(x1 * 2.5) + sin(x2)`) into a
 # tree of the search's node type, using only the search's operators. Hand-written (no
 # `Meta.parse` / `eval` of received text): numbers, `x<k>` variables, `+ - * / ^` infix with the
-# usual precedence, unary minus, and calls `name(a)` / `name(a, b)`.
+# usual precedence, unary minus, and calls `name(a, ...)` of any arity the search has.
 
 """Operator lookup of one search: (printed or Julia name, arity) => operator index."""
 struct OperatorTable
@@ -10,7 +10,7 @@ end
 
 function OperatorTable(operators)
     index = Dict{Tuple{String,Int},Int}()
-    for (arity, ops) in ((1, operators.unaops), (2, operators.binops))
+    for (arity, ops) in enumerate(operators_by_degree(operators))
         for (i, op) in enumerate(ops)
             for name in (op_name(op), string(nameof(op)))
                 get!(index, (name, arity), i)
@@ -111,6 +111,7 @@ mutable struct TreeParser{N,T}
 end
 
 const _MAX_NESTING = 512
+const _MAX_ARITY = 8
 const _PRECEDENCE = Dict("+" => 1, "-" => 1, "*" => 2, "/" => 2)
 
 _peek(p::TreeParser) = p.tokens[p.pos]
@@ -137,7 +138,9 @@ _leaf_const(p::TreeParser{N,T}, v::Float64) where {N,T} = N(; val=convert(T, v))
 
 function _apply(p::TreeParser{N}, name::String, t::Token, args::Vararg{Any,K}) where {N,K}
     idx = _operator(p, name, K, t)
-    return K == 1 ? N(; op=idx, l=args[1]) : N(; op=idx, l=args[1], r=args[2])
+    K == 1 && return N(; op=idx, l=args[1])
+    K == 2 && return N(; op=idx, l=args[1], r=args[2])
+    return N(; op=idx, children=args)  # DynamicExpressions 2.x: operators of any arity
 end
 
 """`expression := unary ((+|-|*|/) unary)*` by precedence climbing (left associative)."""
@@ -218,7 +221,8 @@ function _call!(p::TreeParser, name::Token)
         push!(args, _expression!(p, 1))
     end
     _expect!(p, :rparen)
-    length(args) in (1, 2) || _fail(p, "$(name.text) called with $(length(args)) arguments", name)
+    # The operator table decides which arities exist; the cap only bounds the splat below.
+    length(args) <= _MAX_ARITY || _fail(p, "$(name.text) called with $(length(args)) arguments", name)
     return _apply(p, name.text, name, args...)
 end
 

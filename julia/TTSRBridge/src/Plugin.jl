@@ -11,6 +11,10 @@ pooled connections at search end.
 
 Use with SR.jl: `Options(; plugins=(NeuralProposerPlugin(; config=BridgeConfig(; port=P)),))`;
 from PySR: `ttsr_bridge.PySRRegressor(neural_proposer=...)` or `plugins=[...]`.
+
+SR.jl treats plugin mutations as defaults: an explicit `Options(; mutations=[NeuralMutation(c) => w])`
+entry replaces this one, and `default_mutations=...` drops every plugin mutation (then add
+`NeuralMutation` to `mutations` yourself; `on_search_start!` warns when it is missing).
 """
 Base.@kwdef struct NeuralProposerPlugin <: AbstractPlugin
     config::BridgeConfig = BridgeConfig()
@@ -26,7 +30,17 @@ end
 
 SymbolicRegression.init_plugin_state(::NeuralProposerPlugin, options, dataset) = nothing
 
+"""Whether `options.mutations` (SR.jl's resolved list) samples a `NeuralMutation` at all."""
+has_neural_mutation(options) = any(p -> p.first isa NeuralMutation && p.second > 0, options.mutations)
+
 function SymbolicRegression.on_search_start!(_, p::NeuralProposerPlugin, dataset, options, ropt)
+    if p.weight > 0 && !has_neural_mutation(options)
+        @warn(
+            "TTSRBridge: no NeuralMutation with positive weight in options.mutations " *
+            "(`default_mutations` drops plugin mutations); the neural move never runs",
+            maxlog = 1,
+        )
+    end
     problem = check_server(p.config)
     problem === nothing && return nothing
     p.require_server && error("TTSRBridge: proposal server at $(p.config.host):$(p.config.port): $problem")
@@ -39,6 +53,9 @@ function SymbolicRegression.on_search_end!(_, p::NeuralProposerPlugin, search_st
     return nothing
 end
 
+# SR.jl fires this once per `next_generation` call, in the task that ran `mutate!`, after the
+# accept/reject decision (also for constraint and NaN rejections); the ticket of the neural
+# child travels in task-local storage from `mutate!` to here.
 function SymbolicRegression.on_mutation_end!(
     _, p::NeuralProposerPlugin, ::NeuralMutation, event::MutationEvent, dataset, options
 )

@@ -7,9 +7,11 @@ child of the tournament winner; [`NeuralProposerPlugin`](@ref) contributes that 
 and reports each outcome back. The wire format is documented in `PROTOCOL.md` beside this package.
 
 Why a server and not a PythonCall callback: SR.jl runs populations in `Threads.@spawn` tasks or
-worker processes, and a worker thread calling into Python would wait for the GIL that the Python
-thread blocked in `fit` holds (deadlock). A loopback socket works from any thread or process, and
-the server batches requests from all populations into one model call.
+worker processes. Worker processes have no Python; worker threads would all queue on Python's GIL
+(PySR 2.7.2 releases it during the search with `equation_search._jl_call_nogil`, so a callback
+would serialise the populations rather than deadlock, but any code path that keeps the GIL in
+the calling thread would deadlock). A loopback socket works from any thread or process, and the
+server batches requests from all populations into one model call.
 """
 module TTSRBridge
 

@@ -4,11 +4,24 @@
 
 using Test
 using TTSRBridge
-using TTSRBridge: parse_tree, TreeParseError, data_stats, context_message, op_name
+using TTSRBridge:
+    parse_tree,
+    TreeParseError,
+    data_stats,
+    context_message,
+    op_name,
+    operators_by_degree,
+    parent_text,
+    tree_fallbacks,
+    full_dataset,
+    annealing_temperature,
+    has_neural_mutation,
+    NeuralMutation
 using SymbolicRegression
 using DynamicExpressions: Node, OperatorEnum, string_tree
 
-const OPS = OperatorEnum(; binary_operators=[+, -, *, /], unary_operators=[sin, exp])
+# DynamicExpressions 2.x constructor (the keyword form is deprecated there).
+const OPS = OperatorEnum(1 => (sin, exp), 2 => (+, -, *, /))
 const NT = typeof(Node{Float64}(; feature=1))
 
 @testset "parse replies into the search's trees" begin
@@ -24,6 +37,40 @@ const NT = typeof(Node{Float64}(; feature=1))
     @test_throws TreeParseError parse_tree("(x1 + ", NT, OPS, 1)
     @test_throws TreeParseError parse_tree("x1; rm(\"/\")", NT, OPS, 1)
     @test_throws TreeParseError parse_tree(repeat("(", 2000) * "x1" * repeat(")", 2000), NT, OPS, 1)
+end
+
+@testset "operators, Float32 parents, fallbacks, batches, temperature" begin
+    @test length(operators_by_degree(OPS)) >= 2
+    @test operators_by_degree(OPS)[2] == (+, -, *, /)
+    # PySR's default precision is 32: constants must reach the server in Float64 form.
+    N32 = typeof(Node{Float32}(; feature=1))
+    t32 = parse_tree("(x1 * 2.5) + sin(x2 * 0.1)", N32, OPS, 2)
+    text = parent_text(t32, OPS)
+    @test !occursin("f0", text)
+    @test parse_tree(text, N32, OPS, 2).l.r.val == 2.5f0
+
+    options = Options(; binary_operators=[+, *], perturbation_factor=0.5, probability_negate_constant=0.25)
+    fb = tree_fallbacks(options)
+    @test !isempty(fb) && all(p -> p.second > 0, fb)
+    cm = only(first(p) for p in fb if first(p) isa SymbolicRegression.ConstantMutation)
+    @test cm.perturbation_factor == 0.5 && cm.probability_negate == 0.25
+    @test !any(p -> p.first isa SymbolicRegression.SimplifyMutation, fb)  # not tree-returning
+
+    with_neural = Options(; binary_operators=[+, *], mutations=[NeuralMutation() => 2.0])
+    @test has_neural_mutation(with_neural) && !has_neural_mutation(options)
+
+    X = randn(2, 16)
+    ds = SymbolicRegression.Dataset(X, X[1, :])
+    @test full_dataset(ds) === ds
+    core = SymbolicRegression.CoreModule
+    if isdefined(core, :batch)
+        @test full_dataset(core.batch(ds, [1, 3, 5])) === ds
+    end
+
+    states = map(p -> p isa SymbolicRegression.SimulatedAnnealingPlugin ? (; temperature=0.5) : nothing, options.plugins)
+    expected = any(p -> p isa SymbolicRegression.SimulatedAnnealingPlugin, options.plugins) ? 0.5 : nothing
+    @test annealing_temperature(options, states) == expected
+    @test annealing_temperature(options, nothing) === nothing
 end
 
 @testset "context message" begin
@@ -85,7 +132,9 @@ end
             # An unreachable server: every neural move falls back, the search still runs.
             reset_bridge_stats!()
             dead = NeuralProposerPlugin(; config=BridgeConfig(; port=1, timeout_s=0.5), weight=5.0)
-            options2 = Options(; binary_operators=[+, *], populations=2, population_size=12, plugins=(dead,))
+            options2 = Options(;
+                binary_operators=[+, *], populations=2, population_size=12, tournament_selection_n=6, plugins=(dead,)
+            )
             equation_search(X, y; options=options2, niterations=1, parallelism=:multithreading)
             @test bridge_stats().fallbacks > 0
         finally

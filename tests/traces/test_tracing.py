@@ -117,16 +117,56 @@ def test_file_is_sr_jl_format(tmp_path: Path) -> None:
     assert report.ok, report.errors
 
 
-def test_tree_strings_are_cached(tmp_path: Path) -> None:
-    calls = []
-    with TraceWriter(tmp_path / "t.jsonl", "x", background=False) as tw:
-        fast = tw._sink._renderer.string_tree
-        inner = fast.print_lists
-        fast.print_lists = lambda c, v: calls.append(1) or inner(c, v)
-        a = member(op("sin", var(0)), 1.0)
-        for i in range(5):
-            tw.write(tw.iteration_start(1, 1, i, [a, a]))
-    assert len(calls) == 1
+def test_batch_printer_matches_string_tree() -> None:
+    """The compiled chunk printer writes exactly string_tree's text (as JSON literals), for
+    every registered operator, special constants, many variables, and flags what it cannot print."""
+    import numpy as np
+
+    from ttsr_bridge.expr.operators import OPERATORS
+    from ttsr_bridge.expr.printer import format_julia_float, string_tree
+    from ttsr_bridge.traces.tracing import _FastStringTree
+    from ttsr_bridge.traces.tree_batch import BatchPrinter
+
+    rng = np.random.default_rng(1)
+    ops = sorted(OPERATORS.items())
+    specials = [0.0, -0.0, math.inf, -math.inf, math.nan, 1e-300, -2.5e17, 0.1, 123456.0, 1e6]
+
+    def grow(depth: int) -> tuple[list[int], list[float]]:
+        if depth == 0 or rng.random() < 0.3:
+            if rng.random() < 0.5:
+                v = specials[rng.integers(len(specials))] if rng.random() < 0.3 else rng.normal()
+                return [0], [float(v)]
+            return [int(rng.integers(1, 120))], [0.0]
+        oid, o = ops[rng.integers(len(ops))]
+        codes, vals = [-oid], [0.0]
+        for _ in range(o.arity):
+            c, v = grow(depth - 1)
+            codes += c
+            vals += v
+        return codes, vals
+
+    fast = _FastStringTree(string_tree)
+    printer = BatchPrinter(fast.forms(), fast.print_lists, format_julia_float)
+    trees = [grow(6) for _ in range(2000)]
+    codes = np.array([c for t in trees for c in t[0]], np.int64)
+    vals = np.array([v for t in trees for v in t[1]], np.float64)
+    lens = np.array([len(t[0]) for t in trees], np.int64)
+    out = printer.print_chunk(codes.tobytes(), vals.tobytes(), lens.tobytes())
+    assert len(out) == len(trees)
+    for (c, v), s in zip(trees, out):
+        assert json.loads(s) == string_tree(Expr(c, v)), (c, v, s)
+
+    # An operator without a printable form here goes through the Python printer; a malformed
+    # tree raises the printer's error; lengths that do not cover the nodes are refused.
+    sin = -next(i for i, o in OPERATORS.items() if o.name == "sin")
+    partial = BatchPrinter([f for f in fast.forms() if f[0] != sin], fast.print_lists,
+                           format_julia_float)
+    assert partial.print_chunk(np.array([sin, 1, 1]), np.zeros(3), np.array([2, 1])) == \
+        ['"sin(x1)"', '"x1"']
+    with pytest.raises(Exception):
+        printer.print_chunk(np.array([sin]), np.zeros(1), np.array([1]))
+    with pytest.raises(ValueError, match="lengths"):
+        printer.print_chunk(np.array([1, 2]), np.zeros(2), np.array([1]))
 
 
 def test_optimization_of_unknown_ref_raises(tmp_path: Path) -> None:

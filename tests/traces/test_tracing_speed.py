@@ -19,16 +19,18 @@ class _NullSink:
 
     def __init__(self) -> None:
         self.items = 0
+        self.trees = 0
 
-    def send(self, ops: list) -> None:
+    def send(self, ops: list, codes, vals, lens) -> None:
         self.items += len(ops)
+        self.trees += len(lens) // 8
 
     def close(self) -> None:
         self.closed = True
 
 
 def test_recording_allocates_no_tracked_objects(tmp_path: Path) -> None:
-    """The hooks keep the trees' existing lists and create no container that outlives a call
+    """The hooks copy trees into flat arrays and create no container that outlives a call
     (per-event tuples once made garbage collection the largest cost of a traced search)."""
     tree = op("+", op("*", var(0), var(1)), op("sin", var(2)))
     parent = PopMember(tree, 1.0, 1.0, 1, len(tree), 1, -1)
@@ -44,12 +46,15 @@ def test_recording_allocates_no_tracked_objects(tmp_path: Path) -> None:
         gc.disable()
         try:
             before = len(gc.get_objects())
-            for s in steps:
+            for s in steps[: n // 2]:
                 it.mutation_attempts(s, dead, 1)
+            for k in kids[n // 2:]:  # the engine's single-attempt hook
+                it.mutation(parent, k, "add_node", "accept", "pass", dead)
             grown = len(gc.get_objects()) - before
         finally:
             gc.enable()
-        assert tw._sink.items > 20 * n  # every event was recorded and handed on
+        assert tw._sink.items >= 15 * n  # every event was recorded and handed on
+        assert tw._sink.trees + len(tw._lens) >= n  # with every child's tree
         tw._sink = sink
     assert grown < 50
 

@@ -196,8 +196,6 @@ def _finish_mutations(state: SearchState, plans: list[MutationPlan], losses: lis
     opts, rs, lin = state.opts, state.rs, state.lineage
     skip = cfg.skip_mutation_failures
     traces = state.iteration_traces if state.tracer is not None else None
-    if traces is not None:
-        from ..traces.tracing import MutationStepTrace
     use_freq = cfg.use_frequency
     fast = _Acceptance(state)
     outcomes = []
@@ -219,15 +217,13 @@ def _finish_mutations(state: SearchState, plans: list[MutationPlan], losses: lis
             outcomes.append(_outcome(state, plan, accepted))
         if skip and not accepted:  # skip_mutation_failures: the population keeps its members
             if traces is not None:
-                traces[plan.pop].mutation_attempts(
-                    [(plan.parent, baby, MutationStepTrace(plan.trace_type, result, reason))], None, 1)
+                traces[plan.pop].mutation(plan.parent, baby, plan.trace_type, result, reason, None)
             continue
         pop = pops[plan.pop]
         oldest = _oldest(state, pop)
         if traces is not None:
-            traces[plan.pop].mutation_attempts(
-                [(plan.parent, baby, MutationStepTrace(plan.trace_type, result, reason))],
-                pop.members[oldest], 1)
+            traces[plan.pop].mutation(plan.parent, baby, plan.trace_type, result, reason,
+                                      pop.members[oldest])
         pop.set(oldest, baby)
         replaced[plan.pop].add(oldest)
     if outcomes:

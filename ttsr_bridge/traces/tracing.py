@@ -23,12 +23,13 @@ Members are duck-typed: any object with ``tree`` (an :class:`~ttsr_bridge.expr.t
 ``loss``, ``cost``, ``complexity``, ``birth``, ``ref`` and ``parent`` (the engine's ``PopMember``).
 
 Speed: a traced search records one event per mutation, so the hooks only append plain values
-(refs, the tree's ``codes`` / ``vals`` lists — trees are immutable values, docs/architecture.md
-§1 —, floats, strings) to a flat event stream; printing trees
-(:func:`~ttsr_bridge.expr.printer.string_tree` form) and JSON encoding happen in
-:class:`~.tracing_render.TraceRenderer`, by default in a writer process that the search feeds
-:mod:`pickle`-d chunks of the stream (:mod:`.tracing_process`), so they run on another core.
-``background=False`` renders in this process instead (same bytes). Non-finite floats are
+(refs, floats, strings) to a flat event stream and the nodes of each new tree (its ``codes`` /
+``vals``: trees are immutable values, docs/architecture.md §1) to flat machine arrays; printing
+the trees (:func:`~ttsr_bridge.expr.printer.string_tree` form, one compiled pass per chunk:
+:mod:`.tree_batch`) and JSON encoding happen in :class:`~.tracing_render.TraceRenderer`, by
+default in a writer process that the search feeds chunks of the stream
+(:mod:`.tracing_process`), so they run on another core. ``background=False`` renders in this
+process instead (same bytes). Non-finite floats are
 written as ``Infinity`` / ``-Infinity`` / ``NaN`` — what SR.jl's JSON3 writer emits with
 ``allow_inf=true``, and what Python's :mod:`json` reads by default.
 """
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -74,7 +76,7 @@ _DEFAULT_BUFFER_BYTES = 1 << 20
 # Events are handed to the sink in chunks of about this many stream items (~100 mutations): a
 # chunk keeps the trees of its children alive until it is sent, and up to a few hundred such
 # lists the garbage collector never runs more often than in an untraced search.
-_FLUSH_ITEMS = 2048
+_FLUSH_ITEMS = 16384
 _time = time.time
 
 
@@ -162,8 +164,13 @@ class TraceWriter:
         self.background = not isinstance(self._sink, InlineSink)
         self.lines_written = 1
         # The event stream not yet handed to the sink (tracing_render's layout); every open
-        # IterationTrace appends to this one list.
+        # IterationTrace appends to this one list, and the nodes of the trees it names to the
+        # three flat lists (prefix codes, values, one length per tree, in stream order), packed
+        # into machine arrays per chunk (``struct.pack`` is the cheapest conversion there is).
         self._ops: list[Any] = []
+        self._codes: list[int] = []
+        self._vals: list[float] = []
+        self._lens: list[int] = []
         self._next_id = 0
 
     # ---- context manager -------------------------------------------------------------------
@@ -209,9 +216,17 @@ class TraceWriter:
         """Hand the recorded events to the sink (the engine's hooks call this as needed)."""
         if self._ops:
             try:
-                self._sink.send(self._ops)
+                codes, vals, lens = self._codes, self._vals, self._lens
+                self._sink.send(self._ops, struct.pack(f"{len(codes)}q", *codes),
+                                struct.pack(f"{len(vals)}d", *vals),
+                                struct.pack(f"{len(lens)}q", *lens))
             finally:
+                # Cleared in place (the hooks hold these objects): a sink is done with a chunk
+                # when ``send`` returns.
                 self._ops.clear()
+                self._codes.clear()
+                self._vals.clear()
+                self._lens.clear()
 
     def close(self) -> None:
         """Wait for every written line to reach the file, then close it (idempotent).
@@ -220,6 +235,9 @@ class TraceWriter:
         ``write_trace``.
         """
         self._ops.clear()
+        self._codes.clear()
+        self._vals.clear()
+        self._lens.clear()
         self._sink.close()
 
     def abort(self) -> None:
@@ -266,14 +284,15 @@ class IterationTrace:
     """One ``iteration`` record being built (SR.jl's per-iteration ``trace`` dict).
 
     The hooks append the events to the writer's event stream (:mod:`.tracing_render` describes
-    its flat layout) and the writer hands it to its sink in chunks. Flat because recording must
-    be cheap: one ``list += tuple`` per event allocates no object that outlives the call (small
-    tuples per event made garbage collection the largest cost of tracing), and trees are
-    recorded as their ``codes`` / ``vals`` lists, by reference (trees are values).
+    its flat layout) and the nodes of the trees they name to the writer's flat arrays; the
+    writer hands both to its sink in chunks. Flat because recording must be cheap: one
+    ``list += tuple`` per event and two list extends per new tree allocate no object that
+    outlives the call (small tuples per event made garbage collection the largest cost of
+    tracing), and the trees travel as machine arrays that the writer prints in one compiled pass.
     """
 
-    __slots__ = ("_ended", "_member_refs", "_ops", "_seen", "_writer", "id", "iteration",
-                 "output", "population", "started_at")
+    __slots__ = ("_codes", "_ended", "_lens_a", "_member_refs", "_ops", "_seen", "_vals",
+                 "_writer", "id", "iteration", "output", "population", "started_at")
 
     def __init__(
         self, writer: TraceWriter, rid: int, output: int, population: int, iteration: int,
@@ -286,16 +305,68 @@ class IterationTrace:
         self.iteration = iteration
         self.started_at = time.time()
         self._ended = False
-        # The population at the start, in order, as its state is now.
-        dump = [(m.ref, m.tree.codes, m.tree.vals, m.loss, m.cost, m.complexity, m.birth,
-                 m.parent) for m in members]
-        self._member_refs = {d[0] for d in dump}
         self._ops = writer._ops
+        self._codes = writer._codes
+        self._vals = writer._vals
+        self._lens_a = writer._lens.append
+        # The population at the start, in order, as its state is now (trees to the arrays).
+        dump = []
+        for m in members:
+            self._tree(m.tree)
+            dump.append((m.ref, m.loss, m.cost, m.complexity, m.birth, m.parent))
+        self._member_refs = {d[0] for d in dump}
         self._ops += (OP_BEGIN, rid, output, population, iteration, self.started_at, dump)
         # Refs with a ``mutations`` entry in this iteration (first state wins, as SR.jl).
         self._seen: set[int] = set()
 
+    def _tree(self, tree: Any) -> None:
+        codes = tree.codes
+        self._codes += codes
+        self._vals += tree.vals
+        self._lens_a(len(codes))
+
+    def _entry(self, m: TracedMember) -> None:
+        # OP_ENTRY: the ref's first state in this record (the caller checked ``_seen``).
+        t = m.tree
+        codes = t.codes
+        self._codes += codes
+        self._vals += t.vals
+        self._lens_a(len(codes))
+        self._ops += (OP_ENTRY, self.id, m.ref, m.parent, m.cost, m.loss)
+
     # ---- SR.jl hooks -----------------------------------------------------------------------
+    def mutation(
+        self, parent: TracedMember, child: TracedMember, type_: str, result: str | None,
+        reason: str | None, replaced: TracedMember | None,
+    ) -> None:
+        """One attempt kept (``mutation_attempts([(parent, child, step)], replaced, 1)``), the
+        engine's every mutation: the same events, without building the step objects."""
+        seen = self._seen
+        ops = self._ops
+        rid = self.id
+        now = _time()
+        if replaced is not None:
+            rref = replaced.ref
+            if rref not in seen:
+                seen.add(rref)
+                self._entry(replaced)
+        pref = parent.ref
+        if pref not in seen:
+            seen.add(pref)
+            self._entry(parent)
+        cref = child.ref
+        if cref not in seen:
+            seen.add(cref)
+            if child.tree is parent.tree:  # a rejected or identity move: the tree is not sent again
+                ops += (OP_ENTRY_AS, rid, cref, child.parent, child.cost, child.loss, pref)
+            else:
+                self._entry(child)
+        ops += (OP_MUTATE, rid, pref, cref, True, now, type_, result, reason)
+        if replaced is not None:
+            ops += (OP_DEATH, rid, rref, now)
+        if len(ops) >= _FLUSH_ITEMS:
+            self._writer.flush()
+
     def mutation_attempts(
         self,
         steps: Sequence[tuple[TracedMember, TracedMember, MutationStepTrace]],
@@ -309,7 +380,6 @@ class IterationTrace:
         that was kept, as SR.jl's ``selected_attempt_idx``. ``replaced`` is the member that the
         kept child replaces (``None`` when the result is skipped); it gets a ``death`` event.
         """
-        # Hot path (one call per mutation): one clock read, set lookups, list extends.
         seen = self._seen
         ops = self._ops
         rid = self.id
@@ -318,27 +388,21 @@ class IterationTrace:
             rref = replaced.ref
             if rref not in seen:
                 seen.add(rref)
-                t = replaced.tree
-                ops += (OP_ENTRY, rid, rref, replaced.parent, replaced.cost, replaced.loss,
-                        t.codes, t.vals)
+                self._entry(replaced)
         idx = 0
         for parent, child, step in steps:
             idx += 1
             pref = parent.ref
             if pref not in seen:
                 seen.add(pref)
-                t = parent.tree
-                ops += (OP_ENTRY, rid, pref, parent.parent, parent.cost, parent.loss, t.codes,
-                        t.vals)
+                self._entry(parent)
             cref = child.ref
             if cref not in seen:
                 seen.add(cref)
-                t = child.tree
-                if t is parent.tree:  # a rejected or identity move: the tree is not sent again
+                if child.tree is parent.tree:
                     ops += (OP_ENTRY_AS, rid, cref, child.parent, child.cost, child.loss, pref)
                 else:
-                    ops += (OP_ENTRY, rid, cref, child.parent, child.cost, child.loss, t.codes,
-                            t.vals)
+                    self._entry(child)
             ops += (OP_MUTATE, rid, pref, cref, idx == selected_idx, now, step.type,
                     step.result, step.reason)
         if replaced is not None:
@@ -363,14 +427,12 @@ class IterationTrace:
         """
         seen = self._seen
         ops = self._ops
-        rid = self.id
         for m in (parent1, parent2, child1, child2, replaced1, replaced2):
             ref = m.ref
             if ref not in seen:
                 seen.add(ref)
-                t = m.tree
-                ops += (OP_ENTRY, rid, ref, m.parent, m.cost, m.loss, t.codes, t.vals)
-        ops += (OP_CROSSOVER, rid, parent1.ref, parent2.ref, child1.ref, child2.ref,
+                self._entry(m)
+        ops += (OP_CROSSOVER, self.id, parent1.ref, parent2.ref, child1.ref, child2.ref,
                 replaced1.ref, replaced2.ref, _time(), self._writer.details_json(details))
         if len(ops) >= _FLUSH_ITEMS:
             self._writer.flush()
@@ -390,8 +452,7 @@ class IterationTrace:
         ref = member.ref
         if ref not in seen:
             seen.add(ref)
-            t = member.tree
-            ops += (OP_ENTRY, rid, ref, member.parent, member.cost, member.loss, t.codes, t.vals)
+            self._entry(member)
         if old_ref not in seen:
             # Known only from the iteration's start: SR.jl copies its members dump.
             if old_ref not in self._member_refs:

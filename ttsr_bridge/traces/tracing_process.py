@@ -44,7 +44,7 @@ __all__ = ["WRITER_ENV", "InlineSink", "ProcessSink", "TraceWriterError", "main"
 WRITER_ENV = "TTSR_TRACE_WRITER"
 
 MSG_FORMS = 0  # payload: operator forms (TraceRenderer.string_tree.forms())
-MSG_OPS = 1  # payload: one chunk of the event stream (see tracing_render)
+MSG_OPS = 1  # payload: (events list, codes, vals, lens bytes): one chunk (see tracing_render)
 
 _HEADER_BYTES = 8
 _PICKLE_PROTOCOL = 5  # memoises repeated objects (a tree's lists), so payloads stay small
@@ -70,8 +70,8 @@ class InlineSink:
     def closed(self) -> bool:
         return self._file.closed
 
-    def send(self, ops: list[Any]) -> None:
-        for line in self._renderer.feed(ops):
+    def send(self, ops: list[Any], codes: Any = b"", vals: Any = b"", lens: Any = b"") -> None:
+        for line in self._renderer.feed(ops, codes, vals, lens):
             self._file.write(line)
             self._file.write("\n")
 
@@ -146,8 +146,9 @@ class ProcessSink:
         self._finalizer = weakref.finalize(self, _finalize, self._proc, self._pipe, self._stderr)
 
     # ---- sending ---------------------------------------------------------------------------
-    def send(self, ops: list[Any]) -> None:
-        """Send one chunk of the event stream (blocks only while the writer is a pipe behind)."""
+    def send(self, ops: list[Any], codes: Any = b"", vals: Any = b"", lens: Any = b"") -> None:
+        """Send one chunk of the event stream and its trees' arrays (see :mod:`.tracing_render`);
+        blocks only while the writer is a pipe behind."""
         if self.closed:
             raise ValueError("send on a closed trace sink")
         from ..expr.operators import OPERATORS
@@ -155,7 +156,7 @@ class ProcessSink:
         if len(OPERATORS) != self._ops_known:  # first chunk, or operators registered since
             self._ops_known = len(OPERATORS)
             self._write(encode_message(MSG_FORMS, operator_forms()))
-        self._write(encode_message(MSG_OPS, ops))
+        self._write(encode_message(MSG_OPS, (ops, bytes(codes), bytes(vals), bytes(lens))))
 
     def _write(self, frame: bytes) -> None:
         view = memoryview(frame)
@@ -284,11 +285,12 @@ def run_writer(stream: IO[bytes], out: IO[str]) -> int:
     lines = 0
     for kind, payload in _read_messages(stream):
         if kind == MSG_FORMS:
-            renderer.string_tree.set_forms(payload)
+            renderer.set_forms(payload)
             continue
-        if not isinstance(payload, list):
-            raise TypeError("malformed trace writer message: the events are not a list")
-        for line in renderer.feed(payload):
+        if not (isinstance(payload, tuple) and len(payload) == 4 and isinstance(payload[0], list)
+                and all(isinstance(b, bytes) for b in payload[1:])):
+            raise TypeError("malformed trace writer message: not (events, codes, vals, lens)")
+        for line in renderer.feed(*payload):
             out.write(line)
             out.write("\n")
             lines += 1

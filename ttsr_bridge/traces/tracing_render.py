@@ -1,22 +1,26 @@
 """Rendering of compact trace events into SR.jl v1 trace lines (JSON text).
 
 :mod:`.tracing` records each traced event on the search's hot path as a few plain values
-(refs, the ``codes`` / ``vals`` lists of an immutable :class:`~ttsr_bridge.expr.tree.Expr`,
-floats, strings) appended to an *event stream*, and hands the stream in chunks to a
+(refs, floats, strings, and the nodes of each new tree in flat arrays) appended to an *event stream*, and hands the stream in chunks to a
 :class:`TraceRenderer`, which prints the trees and builds the JSON lines — usually in a separate
 writer process (:mod:`.tracing_process`), so the search never pays for printing or encoding.
 
+A chunk is the event stream's list plus three flat arrays holding the trees it names: the
+concatenated prefix ``codes`` (int64) and ``vals`` (float64) of every tree, and each tree's length
+(int64), in the order the events name them (``OP_BEGIN``: one tree per member, in order;
+``OP_ENTRY``: one). The trees of a chunk are printed in one compiled pass (:mod:`.tree_batch`).
+
 The event stream is a flat list of plain values (``int`` / ``float`` / ``bool`` / ``str`` /
-``None`` / ``list`` / ``tuple``, or NumPy scalars where members hold them), cut anywhere between
+``None`` / ``list`` / ``tuple``, or NumPy scalars where members hold them), cut between
 events into chunks: each event is its tag, the id of its iteration record (unique per writer),
 then its fields —
 
 ===================  ===========================================================================
 tag                  fields
 ===================  ===========================================================================
-``OP_BEGIN``         output, population, iteration, started_at, members (one ``(ref, codes,
-                     vals, loss, cost, complexity, birth, parent)`` per member, in order)
-``OP_ENTRY``         ref, parent, cost, loss, codes, vals
+``OP_BEGIN``         output, population, iteration, started_at, members (one ``(ref, loss, cost,
+                     complexity, birth, parent)`` per member, in order; trees in the arrays)
+``OP_ENTRY``         ref, parent, cost, loss (its tree is the next one in the arrays)
 ``OP_ENTRY_AS``      ref, parent, cost, loss, ref of an entry of this record with the same tree
 ``OP_START_ENTRY``   ref
 ``OP_MUTATE``        parent ref, child ref, selected, time, type, result, reason
@@ -287,15 +291,16 @@ def _add(events: dict[int, str | list[str]], ref: int, ev: str) -> None:
 class TraceRenderer:
     """Turns the event stream (module docstring) into ``iteration`` JSON lines.
 
-    Feed it the chunks in order (:meth:`feed`); it keeps the open records between chunks, and
-    caches across records: printed trees by content (members are re-dumped every iteration and
-    many traced children are copies of their parent), mutation objects by value.
+    Feed it the chunks in order (:meth:`feed`); it keeps the open records between chunks. Each
+    chunk's trees are printed at once by a :class:`~.tree_batch.BatchPrinter` (compiled; imported
+    on the first chunk that holds trees); :meth:`tree_json` prints a single tree in Python.
     """
 
     def __init__(self) -> None:
         self.string_tree = _FastStringTree(_load_string_tree())
-        # Trees by content -> JSON string. Content keys (int tuples, bytes) keep no tree alive;
-        # the vals bytes tell -0.0 from 0.0, which a float tuple would not.
+        self._batch: Any = None  # the BatchPrinter, built on first use
+        # Trees by content -> JSON string, for tree_json. Content keys (int tuples, bytes) keep
+        # no tree alive; the vals bytes tell -0.0 from 0.0, which a float tuple would not.
         self._tree_cache: dict[tuple[tuple[int, ...], bytes], str] = {}
         self._step_cache: dict[tuple[str, str | None, str | None], str] = {}
         # (type, result, reason, selected) -> the end of a mutate event's JSON
@@ -307,6 +312,21 @@ class TraceRenderer:
     def open_records(self) -> int:
         """Records begun and not yet ended (a search stopped mid-iteration leaves some)."""
         return len(self._records)
+
+    def set_forms(self, forms: Sequence[Sequence[Any]]) -> None:
+        """Use operator forms from :func:`operator_forms` of another process."""
+        self.string_tree.set_forms(forms)
+        if self._batch is not None:
+            self._batch.set_forms(self.string_tree.forms())
+
+    def _batch_printer(self) -> Any:
+        if self._batch is None:
+            from ..expr.printer import format_julia_float
+            from .tree_batch import BatchPrinter
+
+            self._batch = BatchPrinter(self.string_tree.forms(), self.string_tree.print_lists,
+                                       format_julia_float)
+        return self._batch
 
     # ---- fragments -------------------------------------------------------------------------
     def tree_json(self, codes: Sequence[int], vals: Sequence[float]) -> str:
@@ -320,12 +340,11 @@ class TraceRenderer:
             self._tree_cache[key] = s
         return s
 
-    def member_fields(self, m: Sequence[Any], tree: str | None = None) -> str:
+    @staticmethod
+    def member_fields(m: Sequence[Any], tree: str) -> str:
         """A ``members`` entry's fields as JSON text, without braces (``m`` as in ``OP_BEGIN``;
-        ``tree``: its tree JSON when known)."""
-        ref, codes, vals, loss, cost, complexity, birth, parent = m
-        if tree is None:
-            tree = self.tree_json(codes, vals)
+        ``tree``: its tree as a JSON string literal)."""
+        ref, loss, cost, complexity, birth, parent = m
         return (f'"tree":{tree},"loss":{jfloat(loss)},"cost":{jfloat(cost)},'
                 f'"complexity":{int(complexity)},"birth":{int(birth)},"ref":{int(ref)},'
                 f'"parent":{int(parent)}')
@@ -346,35 +365,41 @@ class TraceRenderer:
         return s
 
     # ---- the stream ------------------------------------------------------------------------
-    def feed(self, ops: Sequence[Any]) -> list[str]:
+    def feed(self, ops: Sequence[Any], codes: Any = b"", vals: Any = b"", lens: Any = b"") -> list[str]:
         """Apply one chunk of the event stream; returns the lines it completed, in order.
 
-        Raises ``ValueError`` for a malformed chunk (unknown tag, unknown record or ref, cut
-        event).
+        ``codes`` / ``vals`` / ``lens`` are the chunk's trees (module docstring), as buffers
+        (``bytes``, ``array``) or NumPy arrays. Raises ``ValueError`` for a malformed chunk
+        (unknown tag, unknown record or ref, cut event, trees that do not match the events).
         """
         try:
-            return self._feed(ops)
+            trees = self._batch_printer().print_chunk(codes, vals, lens) if len(lens) else []
+            lines, used = self._feed(ops, trees)
         except (IndexError, KeyError, TypeError) as exc:
             raise ValueError(f"malformed trace event stream: {exc!r}") from None
+        if used != len(trees):
+            raise ValueError(f"malformed trace event stream: {len(trees)} trees for {used} entries")
+        return lines
 
-    def _feed(self, ops: Sequence[Any]) -> list[str]:
+    def _feed(self, ops: Sequence[Any], trees: list[str]) -> tuple[list[str], int]:
         # The writer's hot loop (one pass per event): the common events are inlined.
         lines: list[str] = []
         records = self._records
-        tree_cache, tail_cache = self._tree_cache, self._mutate_tail_cache
-        tree_json, step_json = self.tree_json, self._step_json
+        tail_cache = self._mutate_tail_cache
+        step_json = self._step_json
         last_t, last_ts = self._time_cache
         cur_id: Any = None
         rec: _Record | None = None
         heads: dict[int, str] = {}
         events: dict[int, str | list[str]] = {}
-        trees: dict[int, str] = {}
+        rtrees: dict[int, str] = {}
+        k = 0  # the next tree of the chunk
         i, n = 0, len(ops)
         while i < n:
             tag, rid = ops[i], ops[i + 1]
             if rid != cur_id and tag != OP_BEGIN:
                 rec = records[rid]
-                cur_id, heads, events, trees = rid, rec.heads, rec.events, rec.trees
+                cur_id, heads, events, rtrees = rid, rec.heads, rec.events, rec.trees
             if tag == OP_MUTATE:
                 pref, cref, selected, t, type_, result, reason = ops[i + 2:i + 9]
                 i += 9
@@ -395,19 +420,17 @@ class TraceRenderer:
                 else:
                     events[pref] = [prev, ev]  # type: ignore[list-item]
             elif tag == OP_ENTRY:
-                ref, parent, cost, loss, codes, vals = ops[i + 2:i + 8]
-                i += 8
-                tj = tree_cache.get((tuple(codes), array("d", vals).tobytes()))
-                if tj is None:
-                    tj = tree_json(codes, vals)
-                trees[ref] = tj
+                ref, parent, cost, loss = ops[i + 2:i + 6]
+                i += 6
+                tj = rtrees[ref] = trees[k]
+                k += 1
                 heads[ref] = (f'"tree":{tj},"cost":{_jfloat_fast(cost)},'
                               f'"loss":{_jfloat_fast(loss)},"parent":{int(parent)}')
                 events[ref] = ""
             elif tag == OP_ENTRY_AS:
                 ref, parent, cost, loss, same = ops[i + 2:i + 7]
                 i += 7
-                tj = trees[ref] = trees[same]
+                tj = rtrees[ref] = rtrees[same]
                 heads[ref] = (f'"tree":{tj},"cost":{_jfloat_fast(cost)},'
                               f'"loss":{_jfloat_fast(loss)},"parent":{int(parent)}')
                 events[ref] = ""
@@ -452,14 +475,19 @@ class TraceRenderer:
                 ref = ops[i + 2]
                 i += 3
                 heads[ref] = rec.start_fields[ref]
-                trees[ref] = rec.member_trees[ref]
+                rtrees[ref] = rec.member_trees[ref]
                 events[ref] = ""
             elif tag == OP_BEGIN:
                 output, population, iteration, started_at, members = ops[i + 2:i + 7]
                 i += 7
                 if rid in records:
                     raise ValueError(f"trace record {rid} begun twice")
-                records[rid] = self._begin(output, population, iteration, started_at, members)
+                m_trees = trees[k:k + len(members)]
+                if len(m_trees) != len(members):
+                    raise IndexError("fewer trees than members")
+                k += len(members)
+                records[rid] = self._begin(output, population, iteration, started_at, members,
+                                           m_trees)
             elif tag == OP_END:
                 i += 2
                 assert rec is not None
@@ -469,16 +497,15 @@ class TraceRenderer:
             else:
                 raise ValueError(f"unknown trace event tag {tag!r} at {i}")
         self._time_cache = (last_t, last_ts)
-        return lines
+        return lines, k
 
     def _begin(self, output: int, population: int, iteration: int, started_at: float,
-               members: Sequence[Sequence[Any]]) -> _Record:
+               members: Sequence[Sequence[Any]], trees: Sequence[str]) -> _Record:
         head = (f'{{"schema_version":{TRACE_SCHEMA_VERSION},"record_type":"iteration",'
                 f'"output":{int(output)},"population":{int(population)},'
                 f'"iteration":{int(iteration)},"started_at":{_float_repr(float(started_at))},')
-        trees = {m[0]: self.tree_json(m[1], m[2]) for m in members}
-        rec = _Record(head, [(m[0], self.member_fields(m, trees[m[0]])) for m in members])
-        rec.member_trees = trees
+        rec = _Record(head, [(m[0], self.member_fields(m, tj)) for m, tj in zip(members, trees)])
+        rec.member_trees = {m[0]: tj for m, tj in zip(members, trees)}
         return rec
 
     @staticmethod

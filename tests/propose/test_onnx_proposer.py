@@ -250,3 +250,24 @@ def test_thread_parts_decode_the_same_greedy_children(model_path):
     ref = OnnxProposer(model_path, temperature=0.0, threads=1)
     ref.propose(reqs[:10], np.random.default_rng(0))
     assert small.stats.model_calls == ref.stats.model_calls
+
+
+def test_pool_threads_have_their_own_sessions_and_are_released(model_path):
+    """Each pool thread runs its own onnxruntime session (one shared session is slower under
+    concurrent runs); the proposer, its threads and sessions go away with it."""
+    import gc
+    import threading
+    import weakref
+
+    from ttsr_bridge.propose.onnx_proposer import OnnxProposer
+
+    prop = OnnxProposer(model_path, threads=2)
+    children = prop.propose(_requests(np.random.default_rng(3), 20, curmaxsize=10), np.random.default_rng(0))
+    assert all(c is not None and c.is_valid() for c in children)
+    in_pool = prop._map(lambda _: (threading.current_thread().name, prop._session()), [0, 1, 2, 3])
+    assert all(name.startswith("ttsr-proposer") and sess is not prop.session for name, sess in in_pool)
+    assert prop._session() is prop.session  # the caller's thread
+    ref = weakref.ref(prop)
+    del prop, in_pool
+    gc.collect()
+    assert ref() is None

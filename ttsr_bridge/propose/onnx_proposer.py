@@ -18,7 +18,8 @@ handles every request of one engine step (≈ one per population):
    search's operators and features. A row stops as soon as its tree is complete (``<eos>`` is
    implied) and leaves the batch; when half of the rows have left, their prompts leave the
    context. With ``threads > 1`` a batch of at least 16 rows is cut in two parts, each
-   prefilled and decoded on its own thread (onnxruntime releases the GIL). A decode step has a
+   prefilled and decoded on its own thread with its own onnxruntime session (onnxruntime
+   releases the GIL; one session shared by two threads runs ~15 % slower). A decode step has a
    fixed cost of about twenty rows' and the step count is set by the longest child, so the
    cut (:func:`_cut_for_threads`) puts the few rows expected to be longest (largest parents)
    in one part and the rest in the other, balancing their predicted cost: the two run side by
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,8 +200,6 @@ class OnnxProposer:
         masked attention of a call grows with its square: 64-128 measured within 3 %).
         ``max_context_tokens``: prompt tokens decoded together (long population-mode prompts:
         more, smaller parts)."""
-        import threading
-
         import onnxruntime as ort
 
         self.path = resolve_model_path(path)
@@ -227,8 +227,13 @@ class OnnxProposer:
         self.perturbation_factor = perturbation_factor
         self.probability_negate = probability_negate
         self.stats = ProposerStats()
-        self.session = ort.InferenceSession(str(self.path), _session_options(ort, intra_op_threads),
-                                            providers=list(providers) if providers else _default_providers(ort))
+        self._providers = list(providers) if providers else _default_providers(ort)
+        self._intra_op_threads = intra_op_threads
+        self.session = self._new_session()
+        # One session per pool thread (made by the pool's initializer): concurrent runs of one
+        # session contend on its allocator, ~15 % slower each (measured, two threads); separate
+        # sessions run at single-thread speed. Other threads share `self.session` (thread-safe).
+        self._thread_sessions = threading.local()
         self._tables: dict[tuple, GrammarTable] = {}
         self._output_names = [o.name for o in self.session.get_outputs()]
         self._context_names = [f"context_{kind}_{i}" for i in range(self.num_layers) for kind in ("key", "value")]
@@ -343,9 +348,16 @@ class OnnxProposer:
         feeds (:meth:`_context_feeds`) → ``(logits (B, S, V), presents)``."""
         feeds = {"input_ids": input_ids, "attention_mask": mask, "position_ids": pos, **context}
         feeds.update(zip(self._past_names, past))
-        res = self.session.run(self._output_names, feeds)
+        res = self._session().run(self._output_names, feeds)
         self._count_call()
         return res[0], res[1:]
+
+    def _new_session(self):
+        return _new_session(self.path, self._intra_op_threads, self._providers)
+
+    def _session(self):
+        """The session of this thread: its own on the proposer's pool threads, else :attr:`session`."""
+        return getattr(self._thread_sessions, "session", None) or self.session
 
     def _count_call(self) -> None:
         with self._lock:
@@ -419,7 +431,11 @@ class OnnxProposer:
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ttsr-proposer")
+            # The initializer stays referenced by the worker threads: it must not hold `self`.
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ttsr-proposer",
+                                            initializer=_init_pool_thread,
+                                            initargs=(self._thread_sessions, self.path, self._intra_op_threads,
+                                                      self._providers))
         return list(self._pool.map(fn, items))
 
     def _prefill_spans(self, starts: np.ndarray, lengths: np.ndarray) -> list[tuple[int, int]]:
@@ -506,6 +522,17 @@ class OnnxProposer:
                                    probability_negate=self.probability_negate)
 
         return self.tokenizer.decode_child(tokens, req.parent, const_value)
+
+
+def _new_session(path: Path, intra_op_threads: int, providers: list[str]):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), _session_options(ort, intra_op_threads), providers=providers)
+
+
+def _init_pool_thread(sessions: threading.local, path: Path, intra_op_threads: int, providers: list[str]) -> None:
+    """Give a pool thread its own session (see ``OnnxProposer._thread_sessions``)."""
+    sessions.session = _new_session(path, intra_op_threads, providers)
 
 
 def _session_options(ort, intra_op_threads: int):

@@ -166,7 +166,7 @@ def grammar_step(logits: np.ndarray, table: GrammarTable, state: GrammarState, a
     return tokens, ok, keep
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # nogil: the other proposer thread runs its Python meanwhile
 def _gumbel_grammar_kernel(logits, log_e, temperature, table, need, slack, consts, arity, tokens, ok, keep):
     """Per row: argmax over allowed tokens of ``logit / T − log E`` (first maximum, as
     ``np.argmax``), row ok iff all its logits and the chosen score are finite; then the grammar

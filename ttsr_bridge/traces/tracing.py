@@ -41,6 +41,7 @@ import os
 import struct
 import time
 from collections.abc import Sequence
+from itertools import chain
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,6 +55,7 @@ from .tracing_render import (
     OP_ENTRY,
     OP_ENTRY_AS,
     OP_MUTATE,
+    OP_MUTATE_CHILD,
     OP_START_ENTRY,
     OP_TUNING,
     TraceRenderer,
@@ -164,13 +166,11 @@ class TraceWriter:
         self.background = not isinstance(self._sink, InlineSink)
         self.lines_written = 1
         # The event stream not yet handed to the sink (tracing_render's layout); every open
-        # IterationTrace appends to this one list, and the nodes of the trees it names to the
-        # three flat lists (prefix codes, values, one length per tree, in stream order), packed
-        # into machine arrays per chunk (``struct.pack`` is the cheapest conversion there is).
+        # IterationTrace appends to this one list, and the trees it names to ``_trees`` (by
+        # reference: trees are values); a flush packs their nodes into flat machine arrays in
+        # one pass (``struct.pack`` is the cheapest conversion there is).
         self._ops: list[Any] = []
-        self._codes: list[int] = []
-        self._vals: list[float] = []
-        self._lens: list[int] = []
+        self._trees: list[Any] = []
         self._next_id = 0
 
     # ---- context manager -------------------------------------------------------------------
@@ -216,17 +216,12 @@ class TraceWriter:
         """Hand the recorded events to the sink (the engine's hooks call this as needed)."""
         if self._ops:
             try:
-                codes, vals, lens = self._codes, self._vals, self._lens
-                self._sink.send(self._ops, struct.pack(f"{len(codes)}q", *codes),
-                                struct.pack(f"{len(vals)}d", *vals),
-                                struct.pack(f"{len(lens)}q", *lens))
+                self._sink.send(self._ops, *_pack_trees(self._trees))
             finally:
                 # Cleared in place (the hooks hold these objects): a sink is done with a chunk
                 # when ``send`` returns.
                 self._ops.clear()
-                self._codes.clear()
-                self._vals.clear()
-                self._lens.clear()
+                self._trees.clear()
 
     def close(self) -> None:
         """Wait for every written line to reach the file, then close it (idempotent).
@@ -235,9 +230,7 @@ class TraceWriter:
         ``write_trace``.
         """
         self._ops.clear()
-        self._codes.clear()
-        self._vals.clear()
-        self._lens.clear()
+        self._trees.clear()
         self._sink.close()
 
     def abort(self) -> None:
@@ -280,6 +273,16 @@ class TraceWriter:
         return json.dumps(d, separators=(",", ":"))
 
 
+def _pack_trees(trees: list[Any]) -> tuple[bytes, bytes, bytes]:
+    """The chunk's trees as (codes int64, vals float64, lengths int64) machine arrays."""
+    codes = [t.codes for t in trees]
+    lens = [len(c) for c in codes]
+    n = sum(lens)
+    return (struct.pack(f"{n}q", *chain.from_iterable(codes)),
+            struct.pack(f"{n}d", *chain.from_iterable([t.vals for t in trees])),
+            struct.pack(f"{len(lens)}q", *lens))
+
+
 class IterationTrace:
     """One ``iteration`` record being built (SR.jl's per-iteration ``trace`` dict).
 
@@ -291,8 +294,8 @@ class IterationTrace:
     tracing), and the trees travel as machine arrays that the writer prints in one compiled pass.
     """
 
-    __slots__ = ("_codes", "_ended", "_lens_a", "_member_refs", "_ops", "_seen", "_vals",
-                 "_writer", "id", "iteration", "output", "population", "started_at")
+    __slots__ = ("_ended", "_member_refs", "_ops", "_seen", "_tree", "_writer", "id",
+                 "iteration", "output", "population", "started_at")
 
     def __init__(
         self, writer: TraceWriter, rid: int, output: int, population: int, iteration: int,
@@ -306,10 +309,8 @@ class IterationTrace:
         self.started_at = time.time()
         self._ended = False
         self._ops = writer._ops
-        self._codes = writer._codes
-        self._vals = writer._vals
-        self._lens_a = writer._lens.append
-        # The population at the start, in order, as its state is now (trees to the arrays).
+        self._tree = writer._trees.append
+        # The population at the start, in order, as its state is now.
         dump = []
         for m in members:
             self._tree(m.tree)
@@ -319,19 +320,9 @@ class IterationTrace:
         # Refs with a ``mutations`` entry in this iteration (first state wins, as SR.jl).
         self._seen: set[int] = set()
 
-    def _tree(self, tree: Any) -> None:
-        codes = tree.codes
-        self._codes += codes
-        self._vals += tree.vals
-        self._lens_a(len(codes))
-
     def _entry(self, m: TracedMember) -> None:
         # OP_ENTRY: the ref's first state in this record (the caller checked ``_seen``).
-        t = m.tree
-        codes = t.codes
-        self._codes += codes
-        self._vals += t.vals
-        self._lens_a(len(codes))
+        self._tree(m.tree)
         self._ops += (OP_ENTRY, self.id, m.ref, m.parent, m.cost, m.loss)
 
     # ---- SR.jl hooks -----------------------------------------------------------------------
@@ -340,11 +331,9 @@ class IterationTrace:
         reason: str | None, replaced: TracedMember | None,
     ) -> None:
         """One attempt kept (``mutation_attempts([(parent, child, step)], replaced, 1)``), the
-        engine's every mutation: the same events, without building the step objects."""
+        engine's every mutation: the same events, as one compact event (``OP_MUTATE_CHILD``)."""
         seen = self._seen
-        ops = self._ops
-        rid = self.id
-        now = _time()
+        rref = None
         if replaced is not None:
             rref = replaced.ref
             if rref not in seen:
@@ -355,15 +344,14 @@ class IterationTrace:
             seen.add(pref)
             self._entry(parent)
         cref = child.ref
-        if cref not in seen:
-            seen.add(cref)
-            if child.tree is parent.tree:  # a rejected or identity move: the tree is not sent again
-                ops += (OP_ENTRY_AS, rid, cref, child.parent, child.cost, child.loss, pref)
-            else:
-                self._entry(child)
-        ops += (OP_MUTATE, rid, pref, cref, True, now, type_, result, reason)
-        if replaced is not None:
-            ops += (OP_DEATH, rid, rref, now)
+        seen.add(cref)  # the renderer registers it unless it already is
+        t = child.tree
+        same = t is parent.tree  # a rejected or identity move: the tree is not sent again
+        if not same:
+            self._tree(t)
+        ops = self._ops
+        ops += (OP_MUTATE_CHILD, self.id, pref, cref, child.parent, child.cost, child.loss, same,
+                _time(), type_, result, reason, rref)
         if len(ops) >= _FLUSH_ITEMS:
             self._writer.flush()
 

@@ -24,6 +24,11 @@ tag                  fields
 ``OP_ENTRY_AS``      ref, parent, cost, loss, ref of an entry of this record with the same tree
 ``OP_START_ENTRY``   ref
 ``OP_MUTATE``        parent ref, child ref, selected, time, type, result, reason
+``OP_MUTATE_CHILD``  parent ref, child ref, child's parent, cost, loss, same tree as the parent
+                     (else its tree is the next one), time, type, result, reason, replaced ref
+                     or None — the engine's usual mutation in one event: the child's entry
+                     (unless registered), a selected ``mutate`` on the parent, a ``death`` on
+                     the replaced member
 ``OP_DEATH``         ref, time
 ``OP_CROSSOVER``     parent1, parent2, child1, child2, dead1, dead2, time, details JSON
 ``OP_TUNING``        old ref, new ref, optimized, time
@@ -60,6 +65,7 @@ __all__ = [
     "OP_ENTRY",
     "OP_ENTRY_AS",
     "OP_MUTATE",
+    "OP_MUTATE_CHILD",
     "OP_START_ENTRY",
     "OP_TUNING",
     "TraceRenderer",
@@ -78,6 +84,7 @@ OP_TUNING = 5
 OP_BEGIN = 6
 OP_END = 7
 OP_ENTRY_AS = 8
+OP_MUTATE_CHILD = 9
 
 # The tree-string cache is cleared when it grows past this many trees; a population's members
 # are re-printed at most once after a clear, so the bound only costs a little throughput.
@@ -400,7 +407,45 @@ class TraceRenderer:
             if rid != cur_id and tag != OP_BEGIN:
                 rec = records[rid]
                 cur_id, heads, events, rtrees = rid, rec.heads, rec.events, rec.trees
-            if tag == OP_MUTATE:
+            if tag == OP_MUTATE_CHILD:
+                (pref, cref, parent, cost, loss, same, t, type_, result, reason,
+                 rref) = ops[i + 2:i + 13]
+                i += 13
+                if same:
+                    tj = rtrees[pref]
+                else:
+                    tj = trees[k]
+                    k += 1
+                if cref not in heads:
+                    rtrees[cref] = tj
+                    heads[cref] = (f'"tree":{tj},"cost":{_jfloat_fast(cost)},'
+                                   f'"loss":{_jfloat_fast(loss)},"parent":{int(parent)}')
+                    events[cref] = ""
+                if t != last_t:
+                    last_t, last_ts = t, _float_repr(float(t))
+                key = (type_, result, reason, True)
+                tail = tail_cache.get(key)
+                if tail is None:
+                    tail = tail_cache[key] = (
+                        f'"selected":true,"mutation":{step_json(type_, result, reason)}}}')
+                ev = f'{{"type":"mutate","time":{last_ts},"child":{int(cref)},{tail}'
+                prev = events[pref]
+                if not prev:
+                    events[pref] = ev
+                elif prev.__class__ is list:
+                    prev.append(ev)  # type: ignore[union-attr]
+                else:
+                    events[pref] = [prev, ev]  # type: ignore[list-item]
+                if rref is not None:
+                    ev = f'{{"type":"death","time":{last_ts}}}'
+                    prev = events[rref]
+                    if not prev:
+                        events[rref] = ev
+                    elif prev.__class__ is list:
+                        prev.append(ev)  # type: ignore[union-attr]
+                    else:
+                        events[rref] = [prev, ev]  # type: ignore[list-item]
+            elif tag == OP_MUTATE:
                 pref, cref, selected, t, type_, result, reason = ops[i + 2:i + 9]
                 i += 9
                 if t != last_t:

@@ -182,3 +182,115 @@ def test_user_operator_parses_after_registration():
     assert e.codes == [-u.id, 1, 0]
     assert parse_tree(string_tree(e)) == e
     assert BY_NAME["test_parse_op"] is u
+
+
+# ---- Julia Float32 literals (SR.jl precision=32, PySR's default) -------------------------------
+def _f32(text: str) -> float:
+    return float(np.float32(text))
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("2.5f0", 2.5),
+        ("0.1f0", _f32("0.1")),  # 0.10000000149011612: what SR.jl's Float32 tree holds
+        ("1.0f-5", _f32("1.0e-5")),
+        ("1.0f10", 1e10),
+        ("3.4028235f38", float(np.finfo(np.float32).max)),
+        ("1.0f-45", _f32("1e-45")),  # smallest subnormal
+        ("2f0", 2.0),
+        (".5f0", 0.5),
+        ("1.5f+2", 150.0),
+        ("-3.0f2", -300.0),
+        ("-0.0f0", -0.0),
+        ("Inf32", math.inf),
+        ("-Inf32", -math.inf),
+        ("NaN32", math.nan),
+    ],
+)
+def test_parse_tree_float32_literals(text, value):
+    e = parse_tree(text)
+    assert _same(e, const(value)), (text, e.vals)
+    assert _same(parse_tree(string_tree(e)), e)  # reprinted as Float64, read back exactly
+
+
+def test_parse_tree_float32_in_trees():
+    assert parse_tree("(x1 * -2.5f0) + sin(x2)") == op(
+        "+", op("*", var(0), const(-2.5)), op("sin", var(1))
+    )
+    assert parse_tree("-2.5f0 ^ x1") == op("^", const(-2.5), var(0))  # the literal minus
+    assert parse_tree("x1 - -Inf32") == op("-", var(0), const(-math.inf))
+    assert _same(parse_tree("max(x1, 0.1f0)"), op("max", var(0), const(_f32("0.1"))))
+    # A variable named f0 or Inf32 is unaffected: a number glued to a name was never valid.
+    assert parse_tree("f0 * 2.5f0", ["f0"]) == op("*", var(0), const(2.5))
+    assert parse_tree("Inf32 + NaN32", ["Inf32"]).codes == [-1, 1, 0]
+    for bad in ("2.5f", "2.5f0x1", "1e5f0", "2.5F0", "2.5 f0", "2.5f0.5", "2.5f-"):
+        with pytest.raises(ParseError):
+            parse_tree(bad)
+
+
+def test_float32_rounds_once_from_the_decimal():
+    """Julia rounds a Float32 literal straight from its decimal; going through float64 rounds
+    twice. 1 + 2^-24 is halfway between 1 and the next Float32; a decimal just above it must
+    round up even though its nearest float64 is the midpoint itself (which rounds to even)."""
+    from ttsr_bridge.expr.parser import float32_value
+
+    above, below, mid = (
+        "1.0000000596046447753906251",
+        "1.0000000596046447753906249",
+        "1.000000059604644775390625",
+    )
+    assert float(above) == float(mid) == 1 + 2**-24
+    assert float32_value(above) == 1 + 2**-23 and parse_tree(above + "f0") == const(1 + 2**-23)
+    assert float32_value(mid) == 1.0 and float32_value(below) == 1.0
+    assert float32_value("3.5e38") == math.inf and float32_value("1e-50") == 0.0
+
+
+def test_float32_value_matches_exact_rounding():
+    """Against exact rational rounding on random decimals near Float32 midpoints and ulps."""
+    from decimal import Decimal, localcontext
+    from fractions import Fraction
+
+    from ttsr_bridge.expr.parser import float32_value
+
+    def reference(text: str) -> float:
+        exact = Fraction(text)
+        start = np.float32(float(exact))
+        candidates = [
+            start,
+            np.nextafter(start, np.float32(np.inf)),
+            np.nextafter(start, np.float32(-np.inf)),
+        ]
+
+        def key(c):
+            return (abs(Fraction(float(c)) - exact), int(c.view(np.uint32)) & 1)
+
+        return float(min(candidates, key=key))
+
+    rng = np.random.default_rng(7)
+    bits = rng.integers(0x00000001, 0x7F7FFFFE, size=400, dtype=np.uint32)
+    with localcontext() as ctx:
+        ctx.prec = 200
+        for b in bits:
+            lo = b.view(np.float32)
+            hi = np.nextafter(lo, np.float32(np.inf))
+            mid = (Decimal(float(lo)) + Decimal(float(hi))) / 2
+            nudge = mid * Decimal(10) ** int(rng.integers(-40, -17)) * int(rng.choice([-1, 0, 1]))
+            for d in (mid + nudge, Decimal(float(lo)), Decimal(repr(float(lo) * 1.0000001))):
+                text = f"{d:e}"
+                assert float32_value(text) == reference(text), text
+
+
+def test_float32_literals_are_not_formula_syntax():
+    with pytest.raises(ParseError, match="Julia Float32 literal.*not SymPy syntax"):
+        parse_formula("2.5f0 * a", ["a"])
+    with pytest.raises(ParseError, match="unknown name 'Inf32'"):
+        parse_formula("Inf32", ["a"])
+    assert parse_formula("f0 * 2", ["f0"]) == op("*", var(0), const(2.0))
+
+
+@pytest.mark.parametrize("text", ["Float16(2.5)", "x1 + Float16(2.5)", "Inf16", "-NaN16"])
+def test_float16_constants_rejected_clearly(text):
+    with pytest.raises(ParseError, match="Float16 constant .* not supported"):
+        parse_tree(text)
+    assert parse_tree("Inf16 * 2", ["Inf16"]) == op("*", var(0), const(2.0))  # a name wins

@@ -183,3 +183,39 @@ def test_convert_sample_thins_deterministically(collection: Path, tmp_path: Path
     assert rows("half_again", 0.5) == half  # same seed, same rows
     with pytest.raises(ConvertError, match="--sample"):
         ConvertConfig(inputs=(str(collection),), out=str(tmp_path / "bad"), sample=0.0)
+
+
+def test_pysr_float32_trace_converts(tmp_path: Path) -> None:
+    """A precision=32 SR.jl trace prints constants as ``2.5f0``: they convert, widened exactly."""
+    import re
+
+    import numpy as np
+
+    def julia_float32(m: re.Match[str]) -> str:
+        """Julia's ``string(Float32(x))``: shortest digits, ``f`` exponent marker."""
+        digits, _, exponent = str(np.float32(float(m.group()))).partition("e")
+        digits += "" if "." in digits else ".0"
+        return f"{digits}f{int(exponent or 0)}"
+
+    def to_float32_text(m: re.Match[str]) -> str:
+        return '"tree":"' + re.sub(r"\d+\.\d+(?:e[+-]?\d+)?", julia_float32, m.group(1)) + '"'
+
+    text = re.sub(r'"tree":"([^"]*)"', to_float32_text, FIXTURE.read_text())
+    assert "(x1 * 2.5f0) + sin(x2)" in text and "-0.31415927f0" in text
+    shards = tmp_path / "c" / "shards"
+    shards.mkdir(parents=True)
+    (shards / "fx32__run000.jsonl").write_text(text)
+    (shards / "fx32__run000.json").write_text(json.dumps({
+        "problem": "fx32", "engine": "pysr", "run": 0, "nfeatures": 2, "y_var": 1.0,
+        "binary_operators": ["+", "-", "*", "/"], "unary_operators": ["sin", "cos", "exp"]}))
+    empty = HeldOut(frozenset(), frozenset(), ())
+    report = convert(ConvertConfig(inputs=(str(tmp_path / "c"),), out=str(tmp_path / "ds")),
+                     heldout=empty, progress=False)
+    assert report.counts["unparsable_trees"] == 0
+    rows = list(iter_dataset_rows(tmp_path / "ds"))
+    assert len(rows) == 7
+    constants = {v for r in rows for codes, vals in ((r["parent_codes"], r["parent_vals"]),
+                                                     (r["child_codes"], r["child_vals"]))
+                 for c, v in zip(codes, vals) if c == 0}
+    assert 2.5 in constants and float(np.float32(-0.3141592653589793)) in constants
+    assert -0.3141592653589793 not in constants  # the Float32 value, not the decimal text's

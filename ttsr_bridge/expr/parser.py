@@ -7,10 +7,14 @@ A hand-written tokenizer and a precedence-climbing parser (never ``eval``/``symp
   unary minus and is right-associative), function calls by Julia/PySR operator name
   (``sin(x1)``, ``max(a, b)``, ``neg(a)``), variables ``x1..xn`` (1-based; also ``x₁``) or the
   given names, numbers, ``Inf`` and ``NaN``. ``string_tree`` → ``parse_tree`` is exact (same
-  codes, bit-identical constants; NaN reads back as NaN).
+  codes, bit-identical constants; NaN reads back as NaN). It also reads the Julia Float32
+  literals SR.jl prints for ``precision=32`` searches (PySR's default): ``2.5f0``, ``1.0f-5``,
+  ``Inf32``, ``NaN32``; their value is the Float32 widened exactly to float64 (``0.1f0`` is
+  0.10000000149011612, what SR.jl's tree holds). Float16 constants are rejected.
 * :func:`parse_formula` reads SymPy-syntax formulas over named variables (the benchmark files):
   ``**``/``^``, ``pow(a, b)``, ``pi``, ``E``, ``exp``, ``sqrt``, ``arcsin``, ``ln``, ``Abs``,
-  ``Max``, ``log(a, b)`` (→ ``log(a) / log(b)``), integer and float literals.
+  ``Max``, ``log(a, b)`` (→ ``log(a) / log(b)``), integer and float literals (not Julia's
+  ``2.5f0``, which is not SymPy syntax).
 
 Unary minus (both parsers): applied directly to a number literal it gives a negative constant
 (so SR.jl's ``(x1 * -2.5)`` and ``(-2.5 ^ x1)`` read back as the constant ``-2.5``; SR.jl never
@@ -27,11 +31,14 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+
+import numpy as np
 
 from .operators import BY_NAME, OPERATORS, Operator
 from .tree import Expr
 
-__all__ = ["ParseError", "parse_formula", "parse_tree"]
+__all__ = ["ParseError", "float32_value", "parse_formula", "parse_tree"]
 
 # Nesting deeper than this raises ParseError instead of exhausting Python's recursion limit
 # (each level costs three Python frames).
@@ -59,7 +66,10 @@ class _Token:
 
 
 _DIGITS = "0123456789"
-_NUMBER = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# A Float64 literal (``2.5``, ``1.0e-5``) or a Julia Float32 one (``2.5f0``, ``1.0f-5``: the
+# exponent marker is ``f``). A number glued to a name is never valid otherwise (there is no
+# implicit multiplication), so reading ``2.5f0`` as one token cannot shadow a variable ``f0``.
+_NUMBER = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+|f[+-]?[0-9]+)?")
 _NAME = re.compile(r"[^\W\d]\w*[₀-₉]*", re.UNICODE)
 _OPERATORS = ("**", "+", "-", "*", "/", "^")
 
@@ -139,6 +149,7 @@ class _Grammar:
     constants: dict[str, float]  # Inf, NaN / pi, E
     functions: dict[tuple[str, int], Operator]  # (name, arity) -> operator
     literal_minus_binds_first: bool  # parse_tree: "-2.5 ^ x" is (-2.5)^x
+    julia_floats: bool  # parse_tree: Float32 literals 2.5f0; Float16 reported as unsupported
 
 
 class _Parser:
@@ -236,10 +247,7 @@ class _Parser:
         t = self.tok
         if t.kind == "num":
             self.i += 1
-            try:
-                return _const(float(t.text), literal=True)
-            except ValueError:  # pragma: no cover - the regex only matches valid floats
-                raise self.error(f"bad number {t.text!r}", t) from None
+            return _const(self.number(t), literal=True)
         if t.kind == "(":
             self.i += 1
             node = self.expression(0)
@@ -255,6 +263,17 @@ class _Parser:
         found = "end of input" if t.kind == "end" else repr(t.text)
         raise self.error(f"expected a number, name or '(', found {found}")
 
+    def number(self, t: _Token) -> float:
+        """Value of a number token: a Float64 literal, or a Julia Float32 one (``2.5f0``)."""
+        if "f" not in t.text:
+            return float(t.text)  # the regex only matches valid float syntax
+        if not self.g.julia_floats:
+            plain = t.text.replace("f", "e")
+            raise self.error(
+                f"{t.text!r} is a Julia Float32 literal, not SymPy syntax (write {plain})", t
+            )
+        return float32_value(t.text.replace("f", "e"))
+
     def name(self, t: _Token) -> _Node:
         g = self.g
         if t.text in g.variables:
@@ -265,6 +284,8 @@ class _Parser:
             code = _x_feature(t.text)
             if code is not None:
                 return _Node([code], [0.0])
+        if g.julia_floats and t.text in _FLOAT16_NAMES:
+            raise self.error(_FLOAT16_MESSAGE.format(t.text), t)
         raise self.error(f"unknown name {t.text!r}", t)
 
     def call(self, t: _Token) -> _Node:
@@ -287,8 +308,52 @@ class _Parser:
                     f"got {len(args)}",
                     t,
                 )
+            if self.g.julia_floats and t.text in _FLOAT16_NAMES:
+                raise self.error(_FLOAT16_MESSAGE.format(t.text + "(...)"), t)
             raise self.error(f"unknown function {t.text!r}", t)
         return _apply(operator, *args)
+
+
+# Julia prints Float16 values as ``Float16(2.5)``, ``Inf16``, ``NaN16``: SR.jl's precision=16.
+_FLOAT16_NAMES = frozenset({"Float16", "Inf16", "NaN16"})
+_FLOAT16_MESSAGE = (
+    "Float16 constant {} is not supported (SR.jl precision=16 trees): "
+    "only Float64 and Float32 (2.5f0, Inf32, NaN32) constants are read"
+)
+
+
+def float32_value(text: str) -> float:
+    """The Float32 nearest to the decimal ``text`` (ties to even), widened exactly to float64.
+
+    ``text`` is Python float syntax (``"1.0e-5"``; a Julia ``1.0f-5`` with ``f`` → ``e``).
+    Out-of-range magnitudes give ±inf and tiny ones subnormals or ±0 (IEEE round to nearest).
+    Rounded once, straight from the decimal (as C's ``strtof``): going through float64, as
+    ``np.float32(text)`` does, rounds twice and is one ulp off when the float64 lands exactly
+    on a Float32 midpoint that the decimal itself is not on. For the shortest digits Julia
+    prints, both agree."""
+    wide = float(text)  # correctly rounded float64
+    with np.errstate(over="ignore"):  # overflow to ±inf is the intended result
+        narrow = np.float32(wide)
+        if float(narrow) == wide or not math.isfinite(wide):
+            return float(narrow)
+        # The Float32 on the other side of ``wide``; if ``wide`` sits exactly halfway, the
+        # exact decimal decides (ties-to-even is only right when the decimal is the midpoint).
+        narrow_v = _float32_position(narrow)
+        other = np.nextafter(narrow, np.float32(math.inf if wide > narrow_v else -math.inf))
+    if wide - narrow_v != _float32_position(other) - wide:  # exact: the operands are close
+        return float(narrow)
+    exact, wide_exact = Decimal(text), Decimal(wide)
+    if exact == wide_exact:
+        return float(narrow)
+    beyond = exact > wide_exact if wide > narrow_v else exact < wide_exact
+    return float(other) if beyond else float(narrow)
+
+
+def _float32_position(v: np.float32) -> float:
+    """``v`` as float64, with ±inf standing at ±2^128 (the rounding boundary Float32 overflow
+    uses: values at or past max + half an ulp round to inf)."""
+    x = float(v)
+    return math.copysign(2.0**128, x) if math.isinf(x) else x
 
 
 _X_NAME = re.compile(r"x(?:([1-9][0-9]*)|([₁-₉][₀-₉]*))\Z")
@@ -357,9 +422,10 @@ def parse_tree(text: str, variable_names: Sequence[str] | None = None) -> Expr:
     grammar = _Grammar(
         variables=_variable_table(variable_names),
         x_pattern=True,
-        constants={"Inf": math.inf, "NaN": math.nan},
+        constants={"Inf": math.inf, "NaN": math.nan, "Inf32": math.inf, "NaN32": math.nan},
         functions=_TREE_FUNCTIONS,
         literal_minus_binds_first=True,
+        julia_floats=True,
     )
     return _parse(text, grammar)
 
@@ -376,6 +442,7 @@ def parse_formula(text: str, variables: Sequence[str]) -> Expr:
         constants={"pi": math.pi, "E": math.e},
         functions=_FORMULA_FUNCTIONS,
         literal_minus_binds_first=False,
+        julia_floats=False,
     )
     return _parse(text, grammar)
 

@@ -263,7 +263,10 @@ class _Reference:
         self.lines.append(json.dumps(self.rec, separators=(",", ":")))
 
 
-def test_bytes_match_a_plain_json_reference(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("compact", [False, True], ids=["srjl_hooks", "engine_compact_hooks"])
+def test_bytes_match_a_plain_json_reference(tmp_path: Path, monkeypatch, compact: bool) -> None:
+    """Both hook families (SR.jl's general ones, and the engine's compact ``mutation`` /
+    ``crossover_pair`` that send only new children) write SR.jl's dict semantics exactly."""
     import numpy as np
 
     from ttsr_bridge.traces import tracing
@@ -297,8 +300,12 @@ def test_bytes_match_a_plain_json_reference(tmp_path: Path, monkeypatch) -> None
                     step = MutationStepTrace(str(rng.choice(["swap_operands", "neural"])),
                                              *(("accept", "pass") if kill is not None
                                                else (None, None)))
-                    it.mutation_attempts([(parent, child, step)],
-                                         pop[kill] if kill is not None else None, 1)
+                    if compact:
+                        it.mutation(parent, child, step.type, step.result, step.reason,
+                                    pop[kill] if kill is not None else None)
+                    else:
+                        it.mutation_attempts([(parent, child, step)],
+                                             pop[kill] if kill is not None else None, 1)
                     if kill is not None:
                         ref.entry(pop[kill])
                     ref.entry(parent)
@@ -314,7 +321,8 @@ def test_bytes_match_a_plain_json_reference(tmp_path: Path, monkeypatch) -> None
                     c2 = member(_random_tree(rng), 2.0, parent=pop[j].ref)
                     o1, o2 = rng.choice(len(pop), 2, replace=False)
                     details = {"result": "accept", "reason": "pass"}
-                    it.crossover(pop[i], pop[j], c1, c2, pop[o1], pop[o2], details)
+                    hook = it.crossover_pair if compact else it.crossover
+                    hook(pop[i], pop[j], c1, c2, pop[o1], pop[o2], details)
                     for m in (pop[i], pop[j], c1, c2, pop[o1], pop[o2]):
                         ref.entry(m)
                     ev = {"type": "crossover", "time": now["t"], "parent1": pop[i].ref,

@@ -308,7 +308,7 @@ def _finish_crossovers(state: SearchState, plans: list[CrossoverPlan], losses: l
         pop = state.populations[cp.pop]
         o1, o2 = _oldest_two(state, pop)
         if traces is not None:
-            traces[cp.pop].crossover(cp.parent1, cp.parent2, b1, b2, pop.members[o1], pop.members[o2], details)
+            traces[cp.pop].crossover_pair(cp.parent1, cp.parent2, b1, b2, pop.members[o1], pop.members[o2], details)
         pop.set(o1, b1)
         pop.set(o2, b2)
         replaced[cp.pop].add(o1)

@@ -50,6 +50,7 @@ from .records import TRACE_SCHEMA_VERSION
 from .tracing_render import (
     OP_BEGIN,
     OP_CROSSOVER,
+    OP_CROSSOVER_CHILDREN,
     OP_DEATH,
     OP_END,
     OP_ENTRY,
@@ -294,7 +295,7 @@ class IterationTrace:
     tracing), and the trees travel as machine arrays that the writer prints in one compiled pass.
     """
 
-    __slots__ = ("_ended", "_member_refs", "_ops", "_seen", "_tree", "_writer", "id",
+    __slots__ = ("_ended", "_member_refs", "_ops", "_seen", "_seen_add", "_tree", "_writer", "id",
                  "iteration", "output", "population", "started_at")
 
     def __init__(
@@ -317,8 +318,10 @@ class IterationTrace:
             dump.append((m.ref, m.loss, m.cost, m.complexity, m.birth, m.parent))
         self._member_refs = {d[0] for d in dump}
         self._ops += (OP_BEGIN, rid, output, population, iteration, self.started_at, dump)
-        # Refs with a ``mutations`` entry in this iteration (first state wins, as SR.jl).
+        # Refs sent with an entry in this iteration (first state wins, as SR.jl: the renderer
+        # registers a ref once). The compact hooks leave members of the start out of it.
         self._seen: set[int] = set()
+        self._seen_add = self._seen.add
 
     def _entry(self, m: TracedMember) -> None:
         # OP_ENTRY: the ref's first state in this record (the caller checked ``_seen``).
@@ -326,35 +329,48 @@ class IterationTrace:
         self._ops += (OP_ENTRY, self.id, m.ref, m.parent, m.cost, m.loss)
 
     # ---- SR.jl hooks -----------------------------------------------------------------------
+    # ---- the engine's compact hooks ---------------------------------------------------------
+    # The parents and replaced members they name must be members at the iteration's start or
+    # children traced earlier in this record (the engine's invariant: events never cross
+    # populations within an iteration, and a member's state is fixed per ref); the renderer
+    # takes their entries from ``members``, so these hooks send only the new children.
     def mutation(
         self, parent: TracedMember, child: TracedMember, type_: str, result: str | None,
         reason: str | None, replaced: TracedMember | None,
     ) -> None:
         """One attempt kept (``mutation_attempts([(parent, child, step)], replaced, 1)``), the
-        engine's every mutation: the same events, as one compact event (``OP_MUTATE_CHILD``)."""
-        seen = self._seen
-        rref = None
-        if replaced is not None:
-            rref = replaced.ref
-            if rref not in seen:
-                seen.add(rref)
-                self._entry(replaced)
-        pref = parent.ref
-        if pref not in seen:
-            seen.add(pref)
-            self._entry(parent)
-        cref = child.ref
-        seen.add(cref)  # the renderer registers it unless it already is
+        engine's every mutation, as one compact event (``OP_MUTATE_CHILD``)."""
         t = child.tree
         same = t is parent.tree  # a rejected or identity move: the tree is not sent again
         if not same:
             self._tree(t)
+        cref = child.ref
+        self._seen_add(cref)
         ops = self._ops
-        ops += (OP_MUTATE_CHILD, self.id, pref, cref, child.parent, child.cost, child.loss, same,
-                _time(), type_, result, reason, rref)
+        ops += (OP_MUTATE_CHILD, self.id, parent.ref, cref, child.parent, child.cost, child.loss,
+                same, _time(), type_, result, reason, None if replaced is None else replaced.ref)
         if len(ops) >= _FLUSH_ITEMS:
             self._writer.flush()
 
+    def crossover_pair(
+        self, parent1: TracedMember, parent2: TracedMember, child1: TracedMember,
+        child2: TracedMember, replaced1: TracedMember, replaced2: TracedMember,
+        details: dict[str, Any] | MutationStepTrace,
+    ) -> None:
+        """:meth:`crossover` as one compact event (``OP_CROSSOVER_CHILDREN``)."""
+        self._tree(child1.tree)
+        self._tree(child2.tree)
+        c1, c2 = child1.ref, child2.ref
+        self._seen_add(c1)
+        self._seen_add(c2)
+        ops = self._ops
+        ops += (OP_CROSSOVER_CHILDREN, self.id, parent1.ref, parent2.ref, c1, child1.parent,
+                child1.cost, child1.loss, c2, child2.parent, child2.cost, child2.loss,
+                replaced1.ref, replaced2.ref, _time(), self._writer.details_json(details))
+        if len(ops) >= _FLUSH_ITEMS:
+            self._writer.flush()
+
+    # ---- SR.jl hooks (any members) ---------------------------------------------------------
     def mutation_attempts(
         self,
         steps: Sequence[tuple[TracedMember, TracedMember, MutationStepTrace]],

@@ -26,17 +26,25 @@ tag                  fields
 ``OP_MUTATE``        parent ref, child ref, selected, time, type, result, reason
 ``OP_MUTATE_CHILD``  parent ref, child ref, child's parent, cost, loss, same tree as the parent
                      (else its tree is the next one), time, type, result, reason, replaced ref
-                     or None — the engine's usual mutation in one event: the child's entry
-                     (unless registered), a selected ``mutate`` on the parent, a ``death`` on
-                     the replaced member
+                     or None — the engine's usual mutation in one event: entries for the
+                     replaced member and the parent (from ``members``) and the child, each
+                     unless registered; a selected ``mutate`` on the parent; a ``death`` on the
+                     replaced member
+``OP_CROSSOVER_CHILDREN``  parent1, parent2, then per child ref, parent, cost, loss (its tree is
+                     the next one), dead1, dead2, time, details JSON — as ``OP_CROSSOVER`` with
+                     the entries (parents and dead from ``members``) in the event
 ``OP_DEATH``         ref, time
 ``OP_CROSSOVER``     parent1, parent2, child1, child2, dead1, dead2, time, details JSON
 ``OP_TUNING``        old ref, new ref, optimized, time
 ``OP_END``           — (SR.jl's ``write_trace``: the record's line is complete)
 ===================  ===========================================================================
 
-``OP_ENTRY`` registers a ref in ``mutations`` (sent once per ref and record: SR.jl's first state
-wins); ``OP_START_ENTRY`` registers it with its fields from ``members``; a tuning is a
+``OP_ENTRY`` registers a ref in ``mutations`` unless it is registered (SR.jl's first state
+wins; its tree is consumed either way); ``OP_START_ENTRY`` registers it with all its fields from
+``members``; the compact events (``OP_MUTATE_CHILD``, ``OP_CROSSOVER_CHILDREN``) register a
+parent or a replaced member that is not yet registered with its ``members`` state — the
+engine's invariant: every member an event names is a member at the record's start (members are
+immutable values per ref) or a child traced earlier in the record; a tuning is a
 ``tuning`` then a ``death`` event; a crossover's event goes on both parents and a ``death`` on
 both replaced members. Records of several populations interleave (the engine runs them in
 lockstep); lines come out in ``OP_END`` order.
@@ -66,6 +74,7 @@ __all__ = [
     "OP_ENTRY_AS",
     "OP_MUTATE",
     "OP_MUTATE_CHILD",
+    "OP_CROSSOVER_CHILDREN",
     "OP_START_ENTRY",
     "OP_TUNING",
     "TraceRenderer",
@@ -85,6 +94,7 @@ OP_BEGIN = 6
 OP_END = 7
 OP_ENTRY_AS = 8
 OP_MUTATE_CHILD = 9
+OP_CROSSOVER_CHILDREN = 10
 
 # The tree-string cache is cleared when it grows past this many trees; a population's members
 # are re-printed at most once after a clear, so the bound only costs a little throughput.
@@ -272,8 +282,8 @@ class _Record:
     mostly strings, and no quadratic joins for a tournament winner with hundreds of events.
     """
 
-    __slots__ = ("events", "head", "heads", "member_fields", "member_trees", "start_fields",
-                 "trees")
+    __slots__ = ("events", "head", "heads", "member_fields", "member_heads", "member_trees",
+                 "start_fields", "trees")
 
     def __init__(self, head: str, member_fields: list[tuple[int, str]]) -> None:
         self.head = head
@@ -283,6 +293,7 @@ class _Record:
         self.start_fields: dict[int, str] | None = None
         self.trees: dict[int, str] = {}  # ref -> tree JSON, for OP_ENTRY_AS
         self.member_trees: dict[int, str] = {}  # the same for the members at the start
+        self.member_heads: dict[int, str] = {}  # a member's ``mutations`` fields at the start
 
 
 def _add(events: dict[int, str | list[str]], ref: int, ev: str) -> None:
@@ -411,6 +422,12 @@ class TraceRenderer:
                 (pref, cref, parent, cost, loss, same, t, type_, result, reason,
                  rref) = ops[i + 2:i + 13]
                 i += 13
+                if rref is not None and rref not in heads:
+                    assert rec is not None
+                    self._register_member(rec, rref)
+                if pref not in heads:
+                    assert rec is not None
+                    self._register_member(rec, pref)
                 if same:
                     tj = rtrees[pref]
                 else:
@@ -467,11 +484,13 @@ class TraceRenderer:
             elif tag == OP_ENTRY:
                 ref, parent, cost, loss = ops[i + 2:i + 6]
                 i += 6
-                tj = rtrees[ref] = trees[k]
+                tj = trees[k]
                 k += 1
-                heads[ref] = (f'"tree":{tj},"cost":{_jfloat_fast(cost)},'
-                              f'"loss":{_jfloat_fast(loss)},"parent":{int(parent)}')
-                events[ref] = ""
+                if ref not in heads:
+                    rtrees[ref] = tj
+                    heads[ref] = (f'"tree":{tj},"cost":{_jfloat_fast(cost)},'
+                                  f'"loss":{_jfloat_fast(loss)},"parent":{int(parent)}')
+                    events[ref] = ""
             elif tag == OP_ENTRY_AS:
                 ref, parent, cost, loss, same = ops[i + 2:i + 7]
                 i += 7
@@ -492,6 +511,34 @@ class TraceRenderer:
                     prev.append(ev)  # type: ignore[union-attr]
                 else:
                     events[ref] = [prev, ev]  # type: ignore[list-item]
+            elif tag == OP_CROSSOVER_CHILDREN:
+                (p1, p2, c1, c1p, c1c, c1l, c2, c2p, c2c, c2l, d1, d2, t,
+                 details) = ops[i + 2:i + 16]
+                i += 16
+                assert rec is not None
+                for ref in (p1, p2):
+                    if ref not in heads:
+                        self._register_member(rec, ref)
+                for ref, parent, cost, loss in ((c1, c1p, c1c, c1l), (c2, c2p, c2c, c2l)):
+                    tj = trees[k]
+                    k += 1
+                    if ref not in heads:
+                        rtrees[ref] = tj
+                        heads[ref] = (f'"tree":{tj},"cost":{_jfloat_fast(cost)},'
+                                      f'"loss":{_jfloat_fast(loss)},"parent":{int(parent)}')
+                        events[ref] = ""
+                for ref in (d1, d2):
+                    if ref not in heads:
+                        self._register_member(rec, ref)
+                ts = self._time(t)
+                ev = (f'{{"type":"crossover","time":{ts},"parent1":{int(p1)},'
+                      f'"parent2":{int(p2)},"child1":{int(c1)},"child2":{int(c2)},'
+                      f'"details":{details}}}')
+                _add(events, p1, ev)
+                _add(events, p2, ev)
+                death = f'{{"type":"death","time":{ts}}}'
+                _add(events, d1, death)
+                _add(events, d2, death)
             elif tag == OP_CROSSOVER:
                 p1, p2, c1, c2, d1, d2, t, details = ops[i + 2:i + 10]
                 i += 10
@@ -519,9 +566,10 @@ class TraceRenderer:
                     rec.start_fields = dict(rec.member_fields)
                 ref = ops[i + 2]
                 i += 3
-                heads[ref] = rec.start_fields[ref]
-                rtrees[ref] = rec.member_trees[ref]
-                events[ref] = ""
+                if ref not in heads:
+                    heads[ref] = rec.start_fields[ref]
+                    rtrees[ref] = rec.member_trees[ref]
+                    events[ref] = ""
             elif tag == OP_BEGIN:
                 output, population, iteration, started_at, members = ops[i + 2:i + 7]
                 i += 7
@@ -551,7 +599,22 @@ class TraceRenderer:
                 f'"iteration":{int(iteration)},"started_at":{_float_repr(float(started_at))},')
         rec = _Record(head, [(m[0], self.member_fields(m, tj)) for m, tj in zip(members, trees)])
         rec.member_trees = {m[0]: tj for m, tj in zip(members, trees)}
+        # (ref, loss, cost, complexity, birth, parent): a ``mutations`` entry's fields
+        rec.member_heads = {
+            m[0]: f'"tree":{tj},"cost":{jfloat(m[2])},"loss":{jfloat(m[1])},"parent":{int(m[5])}'
+            for m, tj in zip(members, trees)}
         return rec
+
+    @staticmethod
+    def _register_member(rec: _Record, ref: int) -> None:
+        """Register a member of the record's start in ``mutations`` with its state then."""
+        try:
+            rec.heads[ref] = rec.member_heads[ref]
+        except KeyError:
+            raise ValueError(f"trace event names ref {ref}, neither traced in this iteration nor "
+                             "a member at its start") from None
+        rec.trees[ref] = rec.member_trees[ref]
+        rec.events[ref] = ""
 
     @staticmethod
     def _finish(rec: _Record) -> str:

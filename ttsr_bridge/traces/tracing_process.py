@@ -31,7 +31,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import weakref
+from collections import deque
 from pathlib import Path
 from typing import IO, Any
 
@@ -53,6 +55,69 @@ _ALLOWED_GLOBALS = frozenset({
     ("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar"), ("numpy", "dtype"),
 })
 _PIPE_BYTES = 1 << 20  # lets the search run a few chunks ahead of a busy writer
+# Frames queued in the search process beyond the pipe (the writer's start-up, mostly); past
+# this the search waits for the writer.
+_QUEUE_BYTES = 64 << 20
+
+
+class _PipeFeeder:
+    """Writes frames to the writer's pipe from a thread of the search process.
+
+    ``os.write`` releases the GIL, so the search goes on computing while a busy writer drains
+    the pipe — notably during the writer's start-up (a fifth of a second of imports, in which a
+    search fills the pipe many times over). Frames queue here up to :data:`_QUEUE_BYTES`.
+    The thread holds no reference to the sink (so the sink's finalizer still runs).
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._frames: deque[bytes | None] = deque()
+        self._cond = threading.Condition()
+        self._queued = 0
+        self.error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, args=(fd,), name="ttsr-trace-feeder",
+                                        daemon=True)
+        self._thread.start()
+
+    def put(self, frame: bytes) -> None:
+        """Queue one frame (waits while too much is queued); raises the thread's error."""
+        with self._cond:
+            while self._queued > _QUEUE_BYTES and self.error is None:
+                self._cond.wait()
+            if self.error is not None:
+                raise self.error
+            self._frames.append(frame)
+            self._queued += len(frame)
+            self._cond.notify_all()
+
+    def finish(self, timeout: float | None = None) -> None:
+        """Let the thread write what is queued, then stop it."""
+        with self._cond:
+            self._frames.append(None)
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    def _run(self, fd: int) -> None:
+        cond, frames = self._cond, self._frames
+        while True:
+            with cond:
+                while not frames:
+                    cond.wait()
+                frame = frames.popleft()
+            if frame is None:
+                return
+            try:
+                view = memoryview(frame)
+                while view:
+                    view = view[os.write(fd, view):]
+            except OSError as exc:  # BrokenPipeError: the writer died
+                with cond:
+                    self.error = exc
+                    frames.clear()
+                    cond.notify_all()
+                return
+            with cond:
+                self._queued -= len(frame)
+                cond.notify_all()
 
 
 class TraceWriterError(RuntimeError):
@@ -142,8 +207,10 @@ class ProcessSink:
         _grow_pipe(self._pipe.fileno())
         self.closed = False
         self._ops_known = -1
+        self._feeder = _PipeFeeder(self._pipe.fileno())
         # A writer never closed (a forgotten close, an interpreter exit) still gets its EOF.
-        self._finalizer = weakref.finalize(self, _finalize, self._proc, self._pipe, self._stderr)
+        self._finalizer = weakref.finalize(self, _finalize, self._proc, self._pipe, self._stderr,
+                                           self._feeder)
 
     # ---- sending ---------------------------------------------------------------------------
     def send(self, ops: list[Any], codes: Any = b"", vals: Any = b"", lens: Any = b"") -> None:
@@ -159,11 +226,8 @@ class ProcessSink:
         self._write(encode_message(MSG_OPS, (ops, bytes(codes), bytes(vals), bytes(lens))))
 
     def _write(self, frame: bytes) -> None:
-        view = memoryview(frame)
-        fd = self._pipe.fileno()
         try:
-            while view:
-                view = view[os.write(fd, view):]
+            self._feeder.put(frame)
         except OSError as exc:  # BrokenPipeError: the writer died
             self.abort()
             raise TraceWriterError(self._failure("the trace writer process stopped")) from exc
@@ -176,12 +240,16 @@ class ProcessSink:
         self.closed = True
         self._finalizer.detach()
         try:
+            self._feeder.finish()
             self._pipe.close()
             rc = self._proc.wait()
         except BaseException:  # e.g. a second Ctrl-C while waiting: stop the writer now
             _kill(self._proc)
+            self._feeder.finish(timeout=5.0)
             self._stderr.close()
             raise
+        if self._feeder.error is not None and rc == 0:
+            rc = -1  # the pipe broke although the process says it succeeded
         if rc != 0:
             message = self._failure(f"the trace writer process exited with status {rc}")
             self._stderr.close()
@@ -194,11 +262,12 @@ class ProcessSink:
             return
         self.closed = True
         self._finalizer.detach()
+        _kill(self._proc)  # first: a feeder blocked in a write gets EPIPE and stops
+        self._feeder.finish(timeout=5.0)
         try:
             self._pipe.close()
         except OSError:
             pass
-        _kill(self._proc)
 
     def _failure(self, what: str) -> str:
         try:
@@ -225,8 +294,10 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def _finalize(proc: subprocess.Popen[bytes], pipe: IO[bytes], stderr: IO[bytes]) -> None:
+def _finalize(proc: subprocess.Popen[bytes], pipe: IO[bytes], stderr: IO[bytes],
+              feeder: _PipeFeeder) -> None:
     try:
+        feeder.finish()
         pipe.close()
         proc.wait()
     except (OSError, KeyboardInterrupt):

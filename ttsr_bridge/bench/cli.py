@@ -6,8 +6,9 @@
     ttsr bench --problems data.csv --target y --engines classic,operon --seeds 3 --budget-evals 50000 \
         --out runs/mydata      # a plain CSV: fixed rows, no ground truth (R²/solution, no recovery)
 
-Writes ``runs.parquet``, ``summary.json``, ``report.md`` and PNG plots into ``--out``; rerunning
-with the same ``--out`` resumes (finished rows are kept).
+Writes ``runs.parquet``, ``summary.json``, ``report.md`` and PNG plots (recovery vs budget,
+recovery heat map, ``loss_curves.png``) into ``--out``; rerunning with the same ``--out`` resumes
+(finished rows are kept).
 """
 
 from __future__ import annotations
@@ -109,6 +110,12 @@ def run(args: argparse.Namespace) -> int:
             sol = "n/a" if sc["rate"] is None else f"{sc['rate']:.3f}"
             print(f"  {e:>14}: recovery {rec}, solution {sol} "
                   f"(ok {s['ok']}, skipped {s['skipped']}, errors {s['errors']})")
+        for c in (summary.get("loss_curves") or {}).get("comparisons", []):
+            if c["n_pairs"]:
+                noise = {None: "too few pairs", True: "within noise", False: "differs"}[c["within_noise"]]
+                print(f"  loss curves {c['engine']} vs {c['baseline']}: mean log10 loss ratio "
+                      f"{c['mean_log10_ratio']:.3g} [{c['low']:.3g}, {c['high']:.3g}] over {c['n_pairs']} pairs "
+                      f"({noise})")
     return 0
 
 

@@ -20,6 +20,20 @@ Budgets, in each engine's own count (a row records the count the engine reports)
 
 An engine that lacks one of the problem's operators is *skipped* for that problem (reason
 recorded), never run with a different operator set.
+
+Loss curves (``EngineResult.curve``: :class:`CurvePoint` = cumulative evaluations in the
+engine's own count, seconds since the start, lowest training MSE found so far):
+
+* ``classic`` / ``basic`` / ``neural`` — one point per ``equation_search`` callback: after the
+  initial populations (iteration 0) and after every iteration (the head's hall-of-fame update),
+  best = the lowest loss in the hall of fame; the last point is the run's ``num_evals``. The
+  engine reports no finer progress (the hall of fame changes once per iteration).
+* ``gplearn`` — one point per generation: ``run_details_["best_fitness"]`` (training MSE of the
+  generation's best program), evaluations = generation × population size; gplearn keeps no
+  elite, so the curve is the running minimum over generations.
+* ``operon`` — the sklearn wrapper exposes no per-generation report: one final point
+  (``stats_["evaluation_count"]``, wall time, the lowest training MSE of its ``pareto_front_``).
+* ``pysr`` / ``pysr-neural`` — none (PySR reports no evaluation count).
 """
 
 from __future__ import annotations
@@ -28,7 +42,7 @@ import math
 import shutil
 import time
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import NamedTuple, Protocol, Sequence
 
 import numpy as np
 
@@ -40,6 +54,7 @@ from .config import BenchConfig
 __all__ = [
     "RunData",
     "Budget",
+    "CurvePoint",
     "EngineResult",
     "EngineSkipped",
     "Engine",
@@ -78,6 +93,30 @@ class RunData:
         return v if v > 1e-12 * float(np.mean(self.y * self.y)) else max(float(np.mean(self.y * self.y)), 1e-300)
 
 
+class CurvePoint(NamedTuple):
+    """One point of a run's loss curve: the lowest training loss found after ``evals``
+    evaluations (the engine's own count) and ``seconds``."""
+
+    evals: float
+    seconds: float
+    best_loss: float
+
+
+def _running_min(points: Sequence[CurvePoint]) -> list[CurvePoint]:
+    """Best-so-far curve: points with a finite loss, the loss made non-increasing, and only
+    the points where it went down plus the last one (the same step function, a short list:
+    gplearn logs one point per generation)."""
+    best: list[CurvePoint] = []
+    for p in points:
+        if math.isfinite(p.best_loss):  # before: nothing valid found yet
+            low = min(p.best_loss, best[-1].best_loss) if best else p.best_loss
+            best.append(CurvePoint(float(p.evals), float(p.seconds), float(low)))
+    out = [p for i, p in enumerate(best) if i == 0 or p.best_loss < best[i - 1].best_loss]
+    if best and out[-1] is not best[-1]:
+        out.append(best[-1])
+    return out
+
+
 @dataclass
 class EngineResult:
     """What one engine run produced (all engines fill the same fields)."""
@@ -93,6 +132,7 @@ class EngineResult:
     complexity: int | None = None
     notes: str = ""
     extra: dict = field(default_factory=dict)
+    curve: list[CurvePoint] = field(default_factory=list)  # best loss so far (module docstring)
 
 
 class EngineSkipped(Exception):
@@ -168,9 +208,10 @@ class ClassicEngine:
             # worker only adds contention.
             threads = 1 if config.workers >= (os.cpu_count() or 1) else 2
             proposer, weight = OnnxProposer(self.model_path, threads=threads), config.neural_weight
+        progress = _ProgressRecorder()
         t0 = time.perf_counter()
         res = equation_search(data.X, data.y, cfg, proposer=proposer, neural_weight=weight,
-                              variable_names=list(data.variable_names))
+                              variable_names=list(data.variable_names), callback=progress)
         seconds = time.perf_counter() - t0
         front = list(res.pareto_front())
         best = min(front, key=lambda m: m.loss) if front else None
@@ -185,7 +226,29 @@ class ClassicEngine:
             seconds_to_solution=seconds if solved else None,
             complexity=int(best.complexity) if best else None,
             extra={"iterations": int(getattr(res, "iterations", 0))},
+            curve=progress.curve(float(res.num_evals), float(res.seconds),
+                                 min((m.loss for m in front), default=math.inf)),
         )
+
+
+class _ProgressRecorder:
+    """``equation_search`` callback recording (evals, seconds, best hall-of-fame loss) after
+    every iteration; never stops the search."""
+
+    def __init__(self) -> None:
+        self.points: list[CurvePoint] = []
+
+    def __call__(self, iteration: int, hall_of_fame, num_evals: float, seconds: float) -> bool:
+        best = min((m.loss for m in hall_of_fame.existing()), default=math.inf)
+        self.points.append(CurvePoint(float(num_evals), float(seconds), float(best)))
+        return False
+
+    def curve(self, num_evals: float, seconds: float, best_loss: float) -> list[CurvePoint]:
+        """The recorded points, ending at the run's totals (added if the callback missed them)."""
+        points = list(self.points)
+        if not points or points[-1].evals < num_evals:
+            points.append(CurvePoint(num_evals, seconds, best_loss))
+        return _running_min(points)
 
 
 def _string(expr: Expr, names: Sequence[str]) -> str:
@@ -228,14 +291,18 @@ class OperonEngine:
         reg.fit(data.X, data.y)
         seconds = time.perf_counter() - t0
         names = _xnames(data.X.shape[1], 1)
+        n_evals = float(reg.stats_["evaluation_count"])
+        # no per-generation report in the sklearn wrapper: the final point only
+        best_mse = min((float(m["mean_squared_error"]) for m in reg.pareto_front_), default=math.inf)
         text = reg.get_model_string(reg.model_, 16)
         model = _parse_model(text, names)
         return EngineResult(
             model=model, model_text=text, candidates=[model] if model is not None else [],
             pred_test=np.asarray(reg.predict(data.X_test), dtype=np.float64),
-            num_evals=float(reg.stats_["evaluation_count"]), seconds=seconds,
+            num_evals=n_evals, seconds=seconds,
             complexity=len(model) if model is not None else int(reg.stats_["model_length"]),
             extra={"generations": int(reg.stats_["generations"])},
+            curve=_running_min([CurvePoint(n_evals, seconds, best_mse)]),
         )
 
 
@@ -333,6 +400,7 @@ class GplearnEngine:
             evals_to_solution=first[0] if solved else None, seconds_to_solution=first[1] if solved else None,
             complexity=len(model) if model is not None else int(reg._program.length_),
             extra={"generations": gens},
+            curve=_running_min([CurvePoint(*entry) for entry in log]),
         )
 
 

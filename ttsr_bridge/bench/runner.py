@@ -10,6 +10,12 @@ Layout of the output directory::
 
 A killed benchmark restarted with the same ``--out`` skips every row already in ``rows/``.
 
+Each row carries its run's loss curve (``curve``: a list of ``{evals, seconds, best_loss}``,
+best training loss so far; None when the engine reports no progress, see
+:mod:`.engines`) and ``y_var`` (variance of the training y, the curves' normalisation).
+In ``runs.parquet`` ``curve`` is a ``list<struct<evals, seconds, best_loss>>`` column; files
+and rows written before it existed read back with no curve (:func:`read_runs`).
+
 A fixed-data problem (a plain CSV, :class:`~.problems.DataProblem`) has no ground truth: its
 rows have ``recovered = None`` (not applicable, never a failure) and no time to recovery; R²
 on its held-out rows, the solution flag, complexity, evaluations and seconds are as usual.
@@ -37,13 +43,14 @@ from .config import BenchConfig
 from .problems import BenchProblem, DataProblem, problem_from_mapping, problem_to_mapping
 from .suites import get_suite, select_problems
 
-__all__ = ["Task", "BenchRun", "plan", "run_bench", "run_task", "load_rows", "merge_rows", "environment_info"]
+__all__ = ["Task", "BenchRun", "plan", "run_bench", "run_task", "load_rows", "merge_rows", "read_runs",
+           "environment_info"]
 
 ROW_COLUMNS = (
     "problem", "suite", "engine", "seed", "status", "reason", "recovered", "r2_test", "solution",
     "complexity", "model", "num_evals", "seconds", "evals_to_solution", "seconds_to_solution",
     "evals_to_recovery", "seconds_to_recovery", "budget_kind", "budget_evals", "budget_seconds",
-    "nfeatures", "n_points", "git_sha", "versions", "finished_at",
+    "nfeatures", "n_points", "git_sha", "versions", "finished_at", "y_var", "curve",
 )
 
 
@@ -263,7 +270,8 @@ def _metrics(result, problem: BenchProblem, data, config: BenchConfig) -> dict:
         complexity=result.complexity, model=result.model_text, num_evals=result.num_evals,
         seconds=result.seconds, evals_to_solution=result.evals_to_solution,
         seconds_to_solution=result.seconds_to_solution, evals_to_recovery=evals_rec,
-        seconds_to_recovery=secs_rec, reason=result.notes or None,
+        seconds_to_recovery=secs_rec, reason=result.notes or None, y_var=data.y_var,
+        curve=[p._asdict() for p in result.curve] or None,
     )
 
 
@@ -315,11 +323,39 @@ def merge_rows(out: str | Path) -> Path:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     for col in ("complexity", "n_points", "nfeatures", "seed"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+    df["y_var"] = pd.to_numeric(df["y_var"], errors="coerce").astype("float64")
+    # rows from before the column (NaN) or without progress → None (a null list)
+    df["curve"] = pd.Series([c if isinstance(c, list) and c else None for c in df["curve"]], dtype=object)
     path = out / "runs.parquet"
     tmp = out / "runs.parquet.tmp"
     df.to_parquet(tmp, index=False)
     os.replace(tmp, path)
     return path
+
+
+def read_runs(path: str | Path) -> list[dict]:
+    """The rows of a ``runs.parquet`` as :func:`load_rows` gives them (plain Python values;
+    ``curve`` a list of point dicts or None — also for files written before the column)."""
+    import pandas as pd
+
+    df = pd.read_parquet(path)
+    for col in ROW_COLUMNS:
+        if col not in df.columns:
+            df[col] = None
+    rows = []
+    for rec in df[list(ROW_COLUMNS)].astype(object).to_dict("records"):
+        row = {k: (None if _is_missing(v) else v) for k, v in rec.items()}
+        curve = row["curve"]
+        row["curve"] = [{k: float(v) for k, v in p.items()} for p in curve] if curve is not None and len(curve) else None
+        rows.append(row)
+    return rows
+
+
+def _is_missing(v: Any) -> bool:
+    """pandas' missing markers (NaN, NA, NaT) in an object column; lists are values."""
+    import pandas as pd
+
+    return v is None or (not isinstance(v, (list, tuple, np.ndarray, dict)) and bool(pd.isna(v)))
 
 
 def rows_for(rows: Sequence[dict], engine: str) -> list[dict]:

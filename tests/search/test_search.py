@@ -134,7 +134,7 @@ def test_trace_written_and_readable(tmp_path):
 
     X, y = data(lambda X: X[:, 0] * 2 + 1)
     cfg = SearchConfig.preset("pysr", random_state=5, crossover_probability=0.2, skip_mutation_failures=False,
-                              **{**SMALL, "niterations": 2})
+                              **{**SMALL, "niterations": 1})
     path = tmp_path / "t.jsonl"
     res = equation_search(X, y, cfg, trace=path)
     lines = path.read_text().splitlines()
@@ -149,3 +149,20 @@ def test_trace_written_and_readable(tmp_path):
     types = {e["mutation"].get("type") for entry in rec["mutations"].values() for e in entry["events"]
              if e["type"] == "mutate"}
     assert types & {"rotate_tree", "add_node:append", "add_node:prepend", "delete_node"}
+
+
+def test_progress_records_every_drop_of_the_lowest_loss():
+    """``SearchResult.progress``: (evals, seconds, lowest member loss) each time it dropped,
+    checked after every cycle — finer than one point per iteration, and consistent with the
+    hall of fame at the end."""
+    X, y = data(lambda X: X[:, 0] ** 3 - X[:, 1])
+    cfg = SearchConfig.preset("pysr", random_state=3, **{**SMALL, "niterations": 1})
+    res = equation_search(X, y, cfg)
+    evals = [p[0] for p in res.progress]
+    losses = [p[2] for p in res.progress]
+    assert len(res.progress) > res.iterations + 1  # finer than the per-iteration callback
+    assert evals == sorted(evals) and evals[0] == cfg.populations * cfg.population_size
+    assert all(b < a for a, b in zip(losses, losses[1:]))  # strictly dropping
+    assert evals[-1] <= res.num_evals
+    # the hall of fame keeps the best member it ever saw
+    assert min(m.loss for m in res.pareto_front()) <= losses[-1] + 1e-12

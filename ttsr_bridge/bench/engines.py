@@ -24,10 +24,10 @@ recorded), never run with a different operator set.
 Loss curves (``EngineResult.curve``: :class:`CurvePoint` = cumulative evaluations in the
 engine's own count, seconds since the start, lowest training MSE found so far):
 
-* ``classic`` / ``basic`` / ``neural`` — one point per ``equation_search`` callback: after the
-  initial populations (iteration 0) and after every iteration (the head's hall-of-fame update),
-  best = the lowest loss in the hall of fame; the last point is the run's ``num_evals``. The
-  engine reports no finer progress (the hall of fame changes once per iteration).
+* ``classic`` / ``basic`` / ``neural`` — the search's own record (``SearchResult.progress``: the
+  lowest loss of any population member, checked after every cycle, a point each time it
+  dropped), merged with one point per ``equation_search`` callback (after every iteration, the
+  lowest hall-of-fame loss); the last point is the run's ``num_evals``.
 * ``gplearn`` — one point per generation: ``run_details_["best_fitness"]`` (training MSE of the
   generation's best program), evaluations = generation × population size; gplearn keeps no
   elite, so the curve is the running minimum over generations.
@@ -227,7 +227,8 @@ class ClassicEngine:
             complexity=int(best.complexity) if best else None,
             extra={"iterations": int(getattr(res, "iterations", 0))},
             curve=progress.curve(float(res.num_evals), float(res.seconds),
-                                 min((m.loss for m in front), default=math.inf)),
+                                 min((m.loss for m in front), default=math.inf),
+                                 getattr(res, "progress", ())),
         )
 
 
@@ -243,9 +244,15 @@ class _ProgressRecorder:
         self.points.append(CurvePoint(float(num_evals), float(seconds), float(best)))
         return False
 
-    def curve(self, num_evals: float, seconds: float, best_loss: float) -> list[CurvePoint]:
-        """The recorded points, ending at the run's totals (added if the callback missed them)."""
-        points = list(self.points)
+    def curve(self, num_evals: float, seconds: float, best_loss: float,
+              per_cycle: Sequence[tuple[float, float, float]] = ()) -> list[CurvePoint]:
+        """The recorded points, ending at the run's totals (added if the callback missed them);
+        with the search's per-cycle record (``SearchResult.progress``: the lowest member loss
+        each time it dropped) merged in, so a curve has a point per improvement, not only one
+        per iteration."""
+        points = sorted(list(self.points) + [CurvePoint(float(e), float(t), float(v))
+                                              for e, t, v in per_cycle],
+                        key=lambda p: (p.evals, p.seconds))
         if not points or points[-1].evals < num_evals:
             points.append(CurvePoint(num_evals, seconds, best_loss))
         return _running_min(points)

@@ -66,6 +66,9 @@ class SearchResult:
     stats: SearchStats
     populations: list[Population] = field(default_factory=list)
     variable_names: tuple[str, ...] = ()
+    # (evaluations, seconds, lowest member loss so far) each time it dropped, checked after
+    # every cycle: the search's loss curve.
+    progress: tuple[tuple[float, float, float], ...] = ()
 
     def pareto_front(self) -> list[PopMember]:
         return self.hall_of_fame.pareto_front()
@@ -204,6 +207,7 @@ def init_populations(state: SearchState) -> None:
         Population([state.new_member(trees[p * S + i], losses[p * S + i]) for i in range(S)])
         for p in range(P)
     ]
+    state.note_progress(min((v for v in losses if v == v), default=math.inf))  # NaN-free
     state.bind_matrices()
     state.stats = RunningSearchStatistics(cfg.maxsize)
     state.hall_of_fame = HallOfFame(cfg.maxsize)
@@ -370,4 +374,5 @@ def equation_search(
                           stop_reason=state.stop_reason),
         populations=state.populations,
         variable_names=names,
+        progress=tuple(state.progress),
     )

@@ -89,6 +89,10 @@ class SearchState:
     raw_evals: float = 0.0
     iteration: int = 0
     start_time: float = field(default_factory=time.time)
+    # Lowest loss of any member so far, and (evals, seconds, loss) each time it dropped (checked
+    # after every cycle: a loss curve finer than the per-iteration hall of fame).
+    best_loss: float = math.inf
+    progress: list[tuple[float, float, float]] = field(default_factory=list)
     base_weights: list[float] = field(default_factory=list)
     cum_tournament: np.ndarray | None = None
     simplifier: Any = None
@@ -138,6 +142,12 @@ class SearchState:
         return PopMember(tree, self.cost_of(loss, cx), loss, self.lineage.birth(), cx, self.lineage.ref(), parent)
 
     # ---- budgets ------------------------------------------------------------------------------
+    def note_progress(self, loss: float) -> None:
+        """Record a new lowest member loss (called with the lowest loss of a cycle)."""
+        if loss < self.best_loss:
+            self.best_loss = loss
+            self.progress.append((self.num_evals, time.time() - self.start_time, loss))
+
     def out_of_budget(self) -> bool:
         """Timeout / max_evals (checked often, so that a budget stops the search promptly)."""
         cfg = self.config

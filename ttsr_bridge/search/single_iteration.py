@@ -6,6 +6,8 @@ constants of a random ``optimize_probability`` fraction, and gives every member 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .constant_optimization import optimize_constants_batch
@@ -39,11 +41,16 @@ def s_r_cycle(state: SearchState) -> float:
         state.num_evals += e
         # SR.jl scans every member after every cycle; members that stayed were already
         # considered after an earlier cycle, so after the first scan only new slots matter.
+        low = math.inf
         for p, pop in enumerate(state.populations):
             bs = state.best_seen[p]
             slots = range(pop.n) if first else replaced[p]
             for i in slots:
-                bs.consider(pop.members[i])
+                m = pop.members[i]
+                bs.consider(m)
+                if m.loss < low:
+                    low = m.loss
+        state.note_progress(low)
         first = False
         if state.out_of_budget():
             break
@@ -80,10 +87,15 @@ def optimize_and_simplify_population(state: SearchState) -> float:
         )
         evals += res.num_evals
         state.raw_evals += res.raw_evals - res.num_evals  # extra (gradient) evaluations
+        low = math.inf
         for (p, j), m in zip(todo, out):
             state.populations[p].set(j, m)
             optimized.add((p, j))
+            if m.loss < low:
+                low = m.loss
     state.num_evals += evals
+    if optimized:
+        state.note_progress(low)
     _new_refs(state, optimized)
     return evals
 

@@ -50,4 +50,4 @@ default-model: install
 	$(VENV)/bin/ttsr traces collect --config traces/configs/default_model.yaml --out $(DEFAULT_RUN)/traces
 	$(VENV)/bin/ttsr traces convert --in $(DEFAULT_RUN)/traces --out $(DEFAULT_RUN)/dataset --sample 0.03 --seed 0 --overwrite
 	$(VENV)/bin/ttsr train --config training/configs/default_cpu.yaml --data $(DEFAULT_RUN)/dataset --out $(DEFAULT_RUN)/run --device cpu --resume
-	$(VENV)/bin/ttsr export --run $(DEFAULT_RUN)/run --out ttsr_bridge/data/default_model.onnx --weights int8
+	$(VENV)/bin/ttsr export --run $(DEFAULT_RUN)/run --out ttsr_bridge/data/default_model.onnx --weights int8 --graph-version 3

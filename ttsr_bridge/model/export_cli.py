@@ -14,6 +14,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", choices=("fp32", "int8"), default="fp32",
                         help="fp32 (exact) or int8 weight matrices (~3.5x smaller, ~30%% less CPU; "
                              "next-token KL < 1e-4)")
+    parser.add_argument("--graph-version", type=int, choices=(2, 3), default=2,
+                        help="2: attention from standard ops over a shared read-only context; 3: onnxruntime's "
+                             "fused GroupQueryAttention with per-row caches (faster decoding on CPU; needs a "
+                             "head size multiple of 16)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,8 +25,9 @@ def run(args: argparse.Namespace) -> int:
     from .export import export_run
 
     try:
-        sidecar = export_run(args.run, args.out, opset=args.opset, weights=args.weights)
-    except FileNotFoundError as e:
+        sidecar = export_run(args.run, args.out, opset=args.opset, weights=args.weights,
+                             graph_version=args.graph_version)
+    except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     info = {k: v for k, v in to_mapping(sidecar).items() if k != "tokenizer"}

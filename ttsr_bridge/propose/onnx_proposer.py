@@ -28,6 +28,15 @@ handles every request of one engine step (≈ one per population):
    timing;
 4. ``const`` tokens get values from :func:`~ttsr_bridge.propose.sampling.sample_constant`.
 
+Models exported as graph version 3 (onnxruntime's ``GroupQueryAttention``; the sidecar says
+which) run steps 2-3 differently: the packed prompts are prefilled after the cached prefix
+as above, then every row gets its own key/value buffer (prefix, its prompt, room for its
+child), bound once to an IOBinding as both past and present so that each decode step appends
+in place (:class:`_CacheBinding`). Rows are laid out longest expected child first, so rows
+that finish early trail the batch and are dropped as a view; scattered finished rows are
+copied out when they make up half of the live span. A v3 step costs about half a v2 step's
+fixed cost and a little more per row; the thread cut uses v3's own cost ratios.
+
 A request that cannot be written in the vocabulary (user operator, > 16 features, prompt too
 long) or whose logits turn non-finite gets ``None``; the engine then falls back to a classic move.
 """
@@ -45,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from ..expr.tree import Expr
-from ..model.export import GRAPH_VERSION, to_context
+from ..model.export import GRAPH_VERSIONS, to_context
 from ..model.tokenizer import PromptFields, Tokenizer, TokenizerError
 from .protocol import ProposalRequest
 from .sampling import GrammarMasks, GrammarState, GrammarTable, grammar_step, sample_constant
@@ -55,6 +64,11 @@ __all__ = ["DEFAULT_MODEL_NAME", "OnnxProposer", "ProposerStats", "default_model
 DEFAULT_MODEL_NAME = "default"
 _PREFIX_CACHE_SIZE = 8  # context prefixes (≈ searches) whose key/value cache is kept
 _MIN_CUT_ROWS = 16  # smaller batches are not cut for threads (the fixed step cost dominates)
+# Default prompt tokens per prefill call, by graph version: GroupQueryAttention's prompt path
+# costs more per token in longer calls (a softmax call per query row and head).
+_PREFILL_TOKENS = {2: 96, 3: 48}
+_COMPACT_AT = 0.5  # graph version 3: live rows are copied together when they are this fraction of their slots
+_MIN_DROP = 4  # graph version 3: trailing finished slots worth a rebinding (each costs a row's compute per step)
 
 
 def default_model_path() -> Path:
@@ -116,13 +130,22 @@ def _split(group: _Group, max_tokens: int) -> list[_Group]:
             for a, b in itertools.pairwise(cuts) if b > a]
 
 
-# Relative costs of a part (decode steps are set by its longest child; a step's fixed cost is
-# about twenty rows' worth; a prompt token costs about half a decoded row token): measured on
-# the default model, CPU onnxruntime.
-_STEP_COST, _ROW_TOKEN_COST, _PROMPT_TOKEN_COST = 20.0, 1.0, 0.6
+@dataclass(frozen=True)
+class _PartCosts:
+    """Relative costs of a part, in decoded row tokens: a decode step's fixed cost (steps are
+    set by the part's longest child) and a prompt token's."""
+
+    step: float
+    prompt_token: float
 
 
-def _cut_for_threads(group: _Group, expected: np.ndarray) -> list[_Group]:
+# Measured on the default model, CPU onnxruntime. Graph version 2: a step's fixed cost is about
+# twenty rows' worth, a prompt token about half a row token. Version 3: GroupQueryAttention
+# halves the fixed cost and adds to the per-row one (two tiny GEMMs per row and head).
+_PART_COSTS = {2: _PartCosts(step=20.0, prompt_token=0.6), 3: _PartCosts(step=6.0, prompt_token=0.9)}
+
+
+def _cut_for_threads(group: _Group, expected: np.ndarray, costs: _PartCosts) -> list[_Group]:
     """``group`` in two parts decoded side by side, balancing their predicted cost.
 
     ``expected``: each row's expected child size (a mutated parent's size: they correlate at
@@ -132,10 +155,10 @@ def _cut_for_threads(group: _Group, expected: np.ndarray) -> list[_Group]:
     order = np.argsort(-expected, kind="stable")
     size = expected[order].astype(float)
     tokens = np.array([len(group.suffixes[i]) for i in order], float)
-    work = np.cumsum(_ROW_TOKEN_COST * size + _PROMPT_TOKEN_COST * tokens)
+    work = np.cumsum(size + costs.prompt_token * tokens)
     k = np.arange(1, len(order))  # rows in the first part
-    first = _STEP_COST * size[0] + work[k - 1]
-    second = _STEP_COST * size[k] + work[-1] - work[k - 1]
+    first = costs.step * size[0] + work[k - 1]
+    second = costs.step * size[k] + work[-1] - work[k - 1]
     cut = int(k[np.argmin(np.maximum(first, second))])
     return [_Group(group.prefix, group.fields, [group.rows[i] for i in sorted(idx)],
                    [group.suffixes[i] for i in sorted(idx)]) for idx in (order[:cut], order[cut:])]
@@ -174,11 +197,114 @@ class _Rows:
     index: np.ndarray  # (rows,) request row in the group
     grammar: GrammarState
     pos: np.ndarray  # (rows,) position of the next token
-    visible: np.ndarray  # (rows, 1, C + width) attention mask: context part + child positions
+    visible: np.ndarray | None  # (rows, 1, C + width) attention mask: context part + child positions (v2 only)
 
     def select(self, keep: np.ndarray) -> _Rows:
         """The rows at indices ``keep``."""
-        return _Rows(self.index[keep], self.grammar.select(keep), self.pos[keep], self.visible[keep])
+        return _Rows(self.index[keep], self.grammar.select(keep), self.pos[keep],
+                     None if self.visible is None else self.visible[keep])
+
+
+@dataclass
+class _Packed:
+    """The distinct request parts of a group laid end to end (prefill input), all positions
+    continuing the context prefix of length ``p`` (each prompt reads as in training)."""
+
+    which: np.ndarray  # (rows,) distinct prompt of every row
+    lengths: np.ndarray  # (prompts,) tokens of each distinct prompt
+    starts: np.ndarray  # (prompts,) its first index in the packed sequence
+    ids: np.ndarray  # (tokens,) packed token ids
+    owner: np.ndarray  # (tokens,) prompt of each token
+    pos: np.ndarray  # (tokens,) position of each token
+    last: np.ndarray  # (prompts, V) logits at each prompt's last token (`<child>`), filled by keep_last
+
+    @classmethod
+    def of(cls, group: _Group, p: int, vocab: int) -> _Packed:
+        unique: dict[tuple[int, ...], int] = {}
+        which = np.array([unique.setdefault(tuple(s), len(unique)) for s in group.suffixes], dtype=np.int64)
+        lengths = np.array([len(x) for x in unique], np.int64)
+        ids = np.fromiter((t for s in unique for t in s), np.int64, int(lengths.sum()))
+        owner = np.repeat(np.arange(len(unique), dtype=np.int64), lengths)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        pos = p + np.arange(len(ids), dtype=np.int64) - np.repeat(starts, lengths)
+        return cls(which, lengths, starts, ids, owner, pos, np.empty((len(unique), vocab), np.float32))
+
+    def span_mask(self, lo: int, hi: int, p: int) -> np.ndarray:
+        """``(hi − lo, p + hi − lo)`` bool: every query of the span sees the prefix and,
+        causally, its own prompt only."""
+        own = (np.arange(lo, hi)[None, :] <= np.arange(lo, hi)[:, None]) & \
+            (self.owner[None, lo:hi] == self.owner[lo:hi, None])
+        return np.concatenate([np.ones((hi - lo, p), bool), own], axis=1)
+
+    def keep_last(self, logits: np.ndarray, lo: int, hi: int) -> None:
+        """Store the logits ``(hi − lo, V)`` of the prompts ending in span ``[lo, hi)``."""
+        ends = self.starts + self.lengths - 1
+        done = (ends >= lo) & (ends < hi)
+        self.last[done] = logits[ends[done] - lo]  # spans are disjoint: threads write different rows
+
+
+class _CacheBinding:
+    """Per-row key/value buffers of a version 3 decode loop, bound once to an onnxruntime
+    IOBinding as both ``past_*`` and ``present_*``: GroupQueryAttention appends each step's
+    keys in place (no copy of the cache per step). Every input is a NumPy array bound by
+    reference and updated in place; ``total_sequence_length`` is the buffer length (each row's
+    own length comes from ``seqlens_k``), so its all-true mask never changes shape either.
+
+    A batch slot whose row has finished keeps being computed (its last position rewritten)
+    until it is dropped: trailing slots by :meth:`truncate` (a view, no copy: the batch is the
+    buffers' outer axis), scattered ones by :meth:`rebuild` (a copy of the live caches)."""
+
+    def __init__(self, session, past_names: list[str], caches: list[np.ndarray], pos: np.ndarray, vocab: int):
+        self._session, self._past_names, self.vocab = session, past_names, vocab
+        self._bind(caches, pos, np.zeros(len(pos), np.int64))
+
+    def _bind(self, caches: list[np.ndarray], pos: np.ndarray, ids: np.ndarray) -> None:
+        import onnxruntime as ort
+
+        batch, _, m, _ = caches[0].shape
+        self.caches = caches
+        self.ids, self.pos = ids.reshape(batch, 1).copy(), pos.reshape(batch, 1).astype(np.int64)
+        self.seqlens = self.pos[:, 0].astype(np.int32)
+        self.logits = np.empty((batch, 1, self.vocab), np.float32)
+        self._total = np.array(m, np.int32)
+        self._mask = np.ones((1, 1, 1, m), bool)
+        io = self._session.io_binding()
+        for name, arr in (("input_ids", self.ids), ("position_ids", self.pos), ("seqlens_k", self.seqlens),
+                          ("total_sequence_length", self._total), ("attention_mask", self._mask)):
+            io.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(arr))
+        for name, arr in zip(self._past_names, caches):
+            value = ort.OrtValue.ortvalue_from_numpy(arr)  # shares the array's memory
+            io.bind_ortvalue_input(name, value)
+            io.bind_ortvalue_output(name.replace("past_", "present_"), value)
+        io.bind_output("logits", "cpu", 0, np.float32, list(self.logits.shape), self.logits.ctypes.data)
+        self._io = io
+
+    @property
+    def batch(self) -> int:
+        return len(self.ids)
+
+    def step(self, slot: np.ndarray, tok: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """Feed token ``tok[i]`` at position ``pos[i]`` to batch slot ``slot[i]`` (its cache
+        holds positions ``< pos[i]``); returns the logits of those slots ``(len(slot), V)``."""
+        self.ids[slot, 0] = tok
+        self.pos[slot, 0] = pos
+        self.seqlens[slot] = pos  # the row's total length after this token − 1
+        self._session.run_with_iobinding(self._io)
+        return self.logits[slot, 0]
+
+    def truncate(self, n: int) -> None:
+        """Keep the first ``n`` slots (views of the same buffers)."""
+        self._bind([c[:n] for c in self.caches], self.pos[:n, 0], self.ids[:n, 0])
+
+    def rebuild(self, slot: np.ndarray) -> None:
+        """Keep the given slots only (renumbered ``0..len(slot)−1`` in that order): a copy."""
+        used = int(self.pos[slot, 0].max()) + 1  # cache positions written (the last fed token's included)
+        caches = []
+        for c in self.caches:
+            new = np.empty((len(slot), *c.shape[1:]), np.float32)
+            new[:, :, :used] = c[slot, :, :used]
+            caches.append(new)
+        self._bind(caches, self.pos[slot, 0], self.ids[slot, 0])
 
 
 class OnnxProposer:
@@ -187,7 +313,7 @@ class OnnxProposer:
     def __init__(self, path: str | Path = DEFAULT_MODEL_NAME, *, temperature: float = 1.0, top_k: int | None = None,
                  batch_size: int = 64, providers: Sequence[str] | None = None, threads: int = 2,
                  intra_op_threads: int = 1, perturbation_factor: float = 0.129, probability_negate: float = 0.00743,
-                 prefill_tokens: int = 96, max_context_tokens: int = 2048):
+                 prefill_tokens: int | None = None, max_context_tokens: int = 2048):
         """``threads``: with 2 or more, a batch is cut in two parts prefilled and decoded on
         parallel Python threads (onnxruntime releases the GIL), and parts of a larger batch
         (``max_context_tokens``) run on that many threads. A decode step is a chain of tiny
@@ -197,7 +323,8 @@ class OnnxProposer:
         ``intra_op_threads``: onnxruntime threads per model call (raise for large models; on
         the tiny default model 2 threads double the CPU time per child and halve the pace).
         ``prefill_tokens``: prompt tokens per prefill call (each call has a fixed cost, and the
-        masked attention of a call grows with its square: 64-128 measured within 3 %).
+        masked attention of a call grows with its square): ``None`` picks the measured best of
+        the model's graph version (version 2: 96, 64-128 within 3 %; version 3: 48).
         ``max_context_tokens``: prompt tokens decoded together (long population-mode prompts:
         more, smaller parts)."""
         import onnxruntime as ort
@@ -207,9 +334,11 @@ class OnnxProposer:
         if not sidecar_file.is_file():
             raise FileNotFoundError(f"sidecar {sidecar_file} missing (written by 'ttsr export' next to the model)")
         self.sidecar: dict[str, Any] = json.loads(sidecar_file.read_text())
-        if self.sidecar.get("graph_version") != GRAPH_VERSION:
-            raise ValueError(f"{self.path}: graph version {self.sidecar.get('graph_version', 1)!r}, this ttsr_bridge "
-                             f"needs {GRAPH_VERSION}: re-export the run with 'ttsr export'")
+        self.graph_version = self.sidecar.get("graph_version", 1)
+        if self.graph_version not in GRAPH_VERSIONS:
+            raise ValueError(f"{self.path}: graph version {self.graph_version!r}, this ttsr_bridge reads "
+                             f"{' or '.join(map(str, GRAPH_VERSIONS))}: re-export the run with 'ttsr export'")
+        self._part_costs = _PART_COSTS[self.graph_version]
         self.tokenizer = Tokenizer.from_dict(self.sidecar["tokenizer"])
         self.num_layers = int(self.sidecar["num_layers"])
         self.num_heads = int(self.sidecar["num_heads"])
@@ -222,6 +351,8 @@ class OnnxProposer:
         self.threads = max(1, int(threads))
         self._lock = threading.Lock()
         self._pool = None  # ThreadPoolExecutor, made on first parallel call
+        if prefill_tokens is None:
+            prefill_tokens = _PREFILL_TOKENS[self.graph_version]
         self.prefill_tokens = max(1, int(prefill_tokens))
         self.max_context_tokens = max(1, int(max_context_tokens))
         self.perturbation_factor = perturbation_factor
@@ -254,7 +385,8 @@ class OnnxProposer:
                   for g in self._group(requests, range(start, min(len(requests), start + self.batch_size)))]
         parts = [part for g in groups for part in _split(g, self.max_context_tokens)]
         if self.threads > 1 and len(parts) == 1 and len(parts[0].rows) >= _MIN_CUT_ROWS:
-            parts = _cut_for_threads(parts[0], np.array([self._expected_size(requests[i]) for i in parts[0].rows]))
+            parts = _cut_for_threads(parts[0], np.array([self._expected_size(requests[i]) for i in parts[0].rows]),
+                                     self._part_costs)
         for group in parts:  # shared state, made before the threads start
             self._prefix_cache(group.prefix)
             self._grammar_table(group.fields)
@@ -375,10 +507,14 @@ class OnnxProposer:
             cached = self._prefixes.pop(key, None)
         if cached is None:
             p = len(prefix)
-            mask = np.tril(np.ones((p, p), bool))[None]
-            _, presents = self._run(np.asarray([prefix], np.int64), mask, np.arange(p, dtype=np.int64)[None],
-                                    self._context_feeds(to_context(self._empty(1))), self._empty(1))
-            cached = (presents, self._context_feeds(to_context(presents)))
+            ids, pos = np.asarray([prefix], np.int64), np.arange(p, dtype=np.int64)[None]
+            if self.graph_version == 3:  # presents (1, heads, P, D); the op's causal mask does the rest
+                _, presents = self._run_v3(ids, pos, np.ones((1, 1, p, p), bool), self._empty_v3(1))
+                cached = (presents, {})
+            else:
+                _, presents = self._run(ids, np.tril(np.ones((p, p), bool))[None], pos,
+                                        self._context_feeds(to_context(self._empty(1))), self._empty(1))
+                cached = (presents, self._context_feeds(to_context(presents)))
         with self._lock:
             while len(self._prefixes) >= _PREFIX_CACHE_SIZE:
                 self._prefixes.pop(next(iter(self._prefixes)))
@@ -394,35 +530,23 @@ class OnnxProposer:
         """
         p = len(group.prefix)
         prefix_kv, prefix_context = self._prefix_cache(group.prefix)
-        unique: dict[tuple[int, ...], int] = {}
-        which = np.array([unique.setdefault(tuple(s), len(unique)) for s in group.suffixes], dtype=np.int64)
-        suffixes = list(unique)
-        lengths = np.array([len(x) for x in suffixes], np.int64)
-        ids = np.fromiter((t for s in suffixes for t in s), np.int64, int(lengths.sum()))
-        owner = np.repeat(np.arange(len(suffixes), dtype=np.int64), lengths)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        pos = p + np.arange(len(ids), dtype=np.int64) - np.repeat(starts, lengths)  # each prompt reads as in training
-        ends = starts + lengths - 1  # index of each prompt's last token (`<child>`)
-        last = np.empty((len(suffixes), self.tokenizer.vocab_size), np.float32)
+        pk = _Packed.of(group, p, self.tokenizer.vocab_size)
 
         def run_span(span: tuple[int, int]) -> list[np.ndarray]:
             lo, hi = span
-            # Every query sees the prefix (context) and, causally, its own prompt only.
-            own = (np.arange(lo, hi)[None, :] <= np.arange(lo, hi)[:, None]) & (owner[None, lo:hi] == owner[lo:hi, None])
-            mask = np.concatenate([np.ones((hi - lo, p), bool), own], axis=1)[None]
-            logits, presents = self._run(ids[None, lo:hi], mask, pos[None, lo:hi], prefix_context, self._empty(1))
-            done = (ends >= lo) & (ends < hi)
-            last[done] = logits[0, ends[done] - lo]  # spans are disjoint: threads write different rows
+            logits, presents = self._run(pk.ids[None, lo:hi], pk.span_mask(lo, hi, p)[None], pk.pos[None, lo:hi],
+                                         prefix_context, self._empty(1))
+            pk.keep_last(logits[0], lo, hi)
             return presents
 
-        spans = self._prefill_spans(starts, lengths)
+        spans = self._prefill_spans(pk.starts, pk.lengths)
         # Spans depend on the prefix only: they may run on parallel threads (compute-bound calls).
         parts = self._map(run_span, spans) if parallel else [run_span(x) for x in spans]
         # Joined straight into the context layout (one copy): keys (heads, D, T), values (heads, T, D).
         tensors = [np.concatenate([t[:, 0].transpose(0, 2, 1) for t in ts], axis=2) if j % 2 == 0 else
                    np.concatenate([t[:, 0] for t in ts], axis=1) for j, ts in enumerate(zip(prefix_kv, *parts))]
-        context = _Context(tensors, np.concatenate([np.full(p, _SHARED, np.int64), owner]))
-        return last[which], context, p + lengths[which], which
+        context = _Context(tensors, np.concatenate([np.full(p, _SHARED, np.int64), pk.owner]))
+        return pk.last[pk.which], context, p + pk.lengths[pk.which], pk.which
 
     def _map(self, fn, items: list) -> list:
         """``[fn(x) for x in items]``, on the thread pool when ``threads > 1``."""
@@ -451,9 +575,15 @@ class OnnxProposer:
 
     def _propose_group(self, group: _Group, requests: Sequence[ProposalRequest], rng: np.random.Generator,
                        parallel_prefill: bool = False) -> list[Expr | None]:
-        logits, context, next_pos, which = self._prefill(group, parallel_prefill)
         reqs = [requests[i] for i in group.rows]
-        tokens = self._decode(group, reqs, logits, context, next_pos, which, rng)
+        if self.graph_version == 3:
+            # Longest expected children first: rows that finish early sit in the last slots.
+            order = np.argsort([-self._expected_size(r) for r in reqs], kind="stable")
+            logits, caches, next_pos = self._prefill_v3(group, reqs, order, parallel_prefill)
+            tokens = self._decode_v3(group, reqs, order, logits, caches, next_pos, rng)
+        else:
+            logits, context, next_pos, which = self._prefill(group, parallel_prefill)
+            tokens = self._decode(group, reqs, logits, context, next_pos, which, rng)
         return [self._to_expr(t, r, rng) for t, r in zip(tokens, reqs)]
 
     def _decode(self, group: _Group, reqs: list[ProposalRequest], logits: np.ndarray, context: _Context,
@@ -511,6 +641,108 @@ class OnnxProposer:
         visible = np.ones((len(which), 1, c + width), bool)
         visible[:, 0, :c] = (context.owner[None, :] == _SHARED) | (context.owner[None, :] == which[:, None])
         return visible, c
+
+    # ---- graph version 3: per-row caches, GroupQueryAttention -------------------------------------
+    def _empty_v3(self, batch: int) -> list[np.ndarray]:
+        """An empty version 3 cache of ``batch`` rows (batch, heads, 0, D)."""
+        return [np.zeros((batch, self.num_heads, 0, self.head_dim), np.float32)] * (2 * self.num_layers)
+
+    def _run_v3(self, input_ids: np.ndarray, pos: np.ndarray, mask: np.ndarray,
+                past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One forward pass of a version 3 graph, every row with the same past length ``P``
+        (prefill): ``input_ids``, ``pos`` (B, S), ``mask`` (1, 1, S, P + S) → ``(logits (B, S, V),
+        presents (B, heads, P + S, D))``."""
+        total = past[0].shape[2] + input_ids.shape[1]
+        feeds = {"input_ids": input_ids, "position_ids": pos, "seqlens_k": np.full(len(input_ids), total - 1, np.int32),
+                 "total_sequence_length": np.array(total, np.int32), "attention_mask": mask}
+        feeds.update(zip(self._past_names, past))
+        res = self._session().run(self._output_names, feeds)
+        self._count_call()
+        return res[0], res[1:]
+
+    def _prefill_v3(self, group: _Group, reqs: list[ProposalRequest], order: np.ndarray,
+                    parallel: bool) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        """As :meth:`_prefill`, for a version 3 graph: the distinct prompts are run packed after
+        the cached prefix (batch 1: onnxruntime's kernel takes several new tokens after a past
+        for one row only), then every row gets its own cache buffer: prefix, its prompt, room
+        for its child; batch slot ``i`` holds row ``order[i]``.
+
+        Returns, by slot, ``(last logits (rows, V), caches (rows, heads, M, D) per layer key and
+        value, next position (rows,))``."""
+        p = len(group.prefix)
+        prefix_kv, _ = self._prefix_cache(group.prefix)
+        pk = _Packed.of(group, p, self.tokenizer.vocab_size)
+
+        def run_span(span: tuple[int, int]) -> list[np.ndarray]:
+            lo, hi = span
+            logits, presents = self._run_v3(pk.ids[None, lo:hi], pk.pos[None, lo:hi],
+                                            pk.span_mask(lo, hi, p)[None, None], prefix_kv)
+            pk.keep_last(logits[0], lo, hi)
+            return [t[0, :, p:] for t in presents]  # the span's own keys/values (heads, span, D)
+
+        spans = self._prefill_spans(pk.starts, pk.lengths)
+        parts = self._map(run_span, spans) if parallel else [run_span(x) for x in spans]
+        packed = [np.concatenate(ts, axis=1) if len(ts) > 1 else ts[0] for ts in zip(*parts)]  # (heads, tokens, D)
+        which = pk.which[order]
+        lengths = pk.lengths[which]
+        width = int(lengths.max())
+        # Room for the longest prompt and child (+1: a finished row's slot rewrites one more position).
+        # Positions never written cost nothing but address space.
+        m = p + width + max(self._budget(r) for r in reqs) + 1
+        # Each slot gets its own prompt's tokens only (positions past a row's length are never
+        # attended: they stay unwritten). Slice copies: faster than one padded gather.
+        spans = [(int(a), int(a + n)) for a, n in zip(pk.starts[which], lengths)]
+        caches = []
+        for pre, own in zip(prefix_kv, packed):
+            c = np.empty((len(lengths), self.num_heads, m, self.head_dim), np.float32)
+            c[:, :, :p] = pre[0]
+            for row, (a, b) in enumerate(spans):
+                c[row, :, p:p + b - a] = own[:, a:b]
+            caches.append(c)
+        return pk.last[which], caches, p + lengths
+
+    def _decode_v3(self, group: _Group, reqs: list[ProposalRequest], order: np.ndarray, logits: np.ndarray,
+                   caches: list[np.ndarray], next_pos: np.ndarray,
+                   rng: np.random.Generator) -> list[list[int] | None]:
+        """As :meth:`_decode`, for a version 3 graph: one step feeds every active row's last
+        token to its own cache (updated in place, :class:`_CacheBinding`); slot ``i`` holds row
+        ``order[i]`` (:meth:`_prefill_v3`). Finished rows leave the sampling at once and the
+        batch when they trail the live slots or make up half of them."""
+        table = self._grammar_table(group.fields)
+        n = len(reqs)
+        budget = np.array([self._budget(r) for r in reqs], np.int64)
+        n_consts = np.array([len(r.parent.constant_indices()) for r in reqs], np.int64)
+        out = np.zeros((n, int(budget.max())), np.int64)
+        lengths = np.zeros(n, np.int64)
+        ok_rows = np.ones(n, bool)
+        binding = _CacheBinding(self._session(), self._past_names, caches, next_pos, self.tokenizer.vocab_size)
+        rows = _Rows(order, GrammarState.start(table, budget[order], n_consts[order]), next_pos.astype(np.int64), None)
+        slot = np.arange(n)  # batch slot of each active row (ascending)
+        k = 0
+        while True:
+            tok, ok, keep = grammar_step(logits, table, rows.grammar, self._arity, self.temperature, self.top_k, rng)
+            out[rows.index, k] = tok
+            k += 1
+            if not keep.all():
+                if not ok.all():
+                    ok_rows[rows.index[~ok]] = False
+                    with self._lock:
+                        self.stats.bad_logits += int((~ok).sum())
+                lengths[rows.index[~keep]] = k
+                if not keep.any():
+                    break
+                keep = np.flatnonzero(keep)
+                rows, tok, slot = rows.select(keep), tok[keep], slot[keep]
+                live_span = int(slot[-1]) + 1
+                if len(slot) <= _COMPACT_AT * live_span:
+                    binding.rebuild(slot)
+                    slot = np.arange(len(slot))
+                elif binding.batch - live_span >= _MIN_DROP:
+                    binding.truncate(live_span)
+            logits = binding.step(slot, tok, rows.pos)
+            self._count_call()
+            rows.pos += 1
+        return [out[r, :lengths[r]].tolist() if ok_rows[r] else None for r in range(n)]
 
     def _to_expr(self, tokens: list[int] | None, req: ProposalRequest, rng: np.random.Generator) -> Expr | None:
         if tokens is None:

@@ -117,6 +117,28 @@ def test_file_is_sr_jl_format(tmp_path: Path) -> None:
     assert report.ok, report.errors
 
 
+_SPECIALS = [0.0, -0.0, math.inf, -math.inf, math.nan, 1e-300, -2.5e17, 0.1, 123456.0, 1e6]
+
+
+def _grow_any(rng, depth: int, nvars: int) -> tuple[list[int], list[float]]:
+    """A random prefix tree over every registered operator, special constants included."""
+    from ttsr_bridge.expr.operators import OPERATORS
+
+    if depth == 0 or rng.random() < 0.3:
+        if rng.random() < 0.5:
+            v = _SPECIALS[rng.integers(len(_SPECIALS))] if rng.random() < 0.3 else rng.normal()
+            return [0], [float(v)]
+        return [int(rng.integers(1, nvars + 1))], [0.0]
+    ops = sorted(OPERATORS.items())
+    oid, o = ops[rng.integers(len(ops))]
+    codes, vals = [-oid], [0.0]
+    for _ in range(o.arity):
+        c, v = _grow_any(rng, depth - 1, nvars)
+        codes += c
+        vals += v
+    return codes, vals
+
+
 def test_batch_printer_matches_string_tree() -> None:
     """The compiled chunk printer writes exactly string_tree's text (as JSON literals), for
     every registered operator, special constants, many variables, and flags what it cannot print."""
@@ -128,26 +150,9 @@ def test_batch_printer_matches_string_tree() -> None:
     from ttsr_bridge.traces.tree_batch import BatchPrinter
 
     rng = np.random.default_rng(1)
-    ops = sorted(OPERATORS.items())
-    specials = [0.0, -0.0, math.inf, -math.inf, math.nan, 1e-300, -2.5e17, 0.1, 123456.0, 1e6]
-
-    def grow(depth: int) -> tuple[list[int], list[float]]:
-        if depth == 0 or rng.random() < 0.3:
-            if rng.random() < 0.5:
-                v = specials[rng.integers(len(specials))] if rng.random() < 0.3 else rng.normal()
-                return [0], [float(v)]
-            return [int(rng.integers(1, 120))], [0.0]
-        oid, o = ops[rng.integers(len(ops))]
-        codes, vals = [-oid], [0.0]
-        for _ in range(o.arity):
-            c, v = grow(depth - 1)
-            codes += c
-            vals += v
-        return codes, vals
-
     fast = _FastStringTree(string_tree)
     printer = BatchPrinter(fast.forms(), fast.print_lists, format_julia_float)
-    trees = [grow(6) for _ in range(2000)]
+    trees = [_grow_any(rng, 6, nvars=119) for _ in range(2000)]
     codes = np.array([c for t in trees for c in t[0]], np.int64)
     vals = np.array([v for t in trees for v in t[1]], np.float64)
     lens = np.array([len(t[0]) for t in trees], np.int64)
@@ -163,7 +168,7 @@ def test_batch_printer_matches_string_tree() -> None:
                            format_julia_float)
     assert partial.print_chunk(np.array([sin, 1, 1]), np.zeros(3), np.array([2, 1])) == \
         ['"sin(x1)"', '"x1"']
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):  # string_tree's error for a malformed tree
         printer.print_chunk(np.array([sin]), np.zeros(1), np.array([1]))
     with pytest.raises(ValueError, match="lengths"):
         printer.print_chunk(np.array([1, 2]), np.zeros(2), np.array([1]))
@@ -179,31 +184,13 @@ def test_optimization_of_unknown_ref_raises(tmp_path: Path) -> None:
 def test_fast_printer_matches_string_tree() -> None:
     import numpy as np
 
-    from ttsr_bridge.expr.operators import OPERATORS
     from ttsr_bridge.expr.printer import string_tree
     from ttsr_bridge.traces.tracing import _FastStringTree
 
     rng = np.random.default_rng(0)
-    ops = sorted(OPERATORS.items())
-    specials = [0.0, -0.0, math.inf, -math.inf, math.nan, 1e-300, -2.5e17, 0.1, 123456.0, 1e6]
-
-    def grow(depth: int) -> tuple[list[int], list[float]]:
-        if depth == 0 or rng.random() < 0.3:
-            if rng.random() < 0.5:
-                v = specials[rng.integers(len(specials))] if rng.random() < 0.3 else rng.normal()
-                return [0], [float(v)]
-            return [int(rng.integers(1, 4))], [0.0]
-        oid, o = ops[rng.integers(len(ops))]
-        codes, vals = [-oid], [0.0]
-        for _ in range(o.arity):
-            c, v = grow(depth - 1)
-            codes += c
-            vals += v
-        return codes, vals
-
     fast = _FastStringTree(string_tree)
     for _ in range(3000):
-        e = Expr(*grow(5))
+        e = Expr(*_grow_any(rng, 5, nvars=3))
         assert fast(e) == string_tree(e), (e.codes, e.vals)
 
 

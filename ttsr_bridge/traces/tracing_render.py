@@ -68,13 +68,13 @@ from .records import TRACE_SCHEMA_VERSION
 __all__ = [
     "OP_BEGIN",
     "OP_CROSSOVER",
+    "OP_CROSSOVER_CHILDREN",
     "OP_DEATH",
     "OP_END",
     "OP_ENTRY",
     "OP_ENTRY_AS",
     "OP_MUTATE",
     "OP_MUTATE_CHILD",
-    "OP_CROSSOVER_CHILDREN",
     "OP_START_ENTRY",
     "OP_TUNING",
     "TraceRenderer",
@@ -296,6 +296,12 @@ class _Record:
         self.member_heads: dict[int, str] = {}  # a member's ``mutations`` fields at the start
 
 
+def _head(tree: str, cost: float, loss: float, parent: int) -> str:
+    """A ``mutations`` entry's fields after ``events`` (``tree``: a JSON string literal)."""
+    return (f'"tree":{tree},"cost":{_jfloat_fast(cost)},"loss":{_jfloat_fast(loss)},'
+            f'"parent":{int(parent)}')
+
+
 def _add(events: dict[int, str | list[str]], ref: int, ev: str) -> None:
     prev = events[ref]
     if not prev:
@@ -374,6 +380,17 @@ class TraceRenderer:
             s = self._step_cache[key] = step_to_json(type_, result, reason)
         return s
 
+    def _mutate_json(self, ts: str, child: int, type_: str, result: str | None,
+                     reason: str | None, selected: bool) -> str:
+        """A ``mutate`` event (``ts``: its time as JSON); the tail is cached per kind."""
+        key = (type_, result, reason, bool(selected))
+        tail = self._mutate_tail_cache.get(key)
+        if tail is None:
+            tail = self._mutate_tail_cache[key] = (
+                f'"selected":{"true" if selected else "false"},'
+                f'"mutation":{self._step_json(type_, result, reason)}}}')
+        return f'{{"type":"mutate","time":{ts},"child":{int(child)},{tail}'
+
     def _time(self, t: float) -> str:
         # Every event of one engine call shares its clock read: format it once.
         last, s = self._time_cache
@@ -403,8 +420,7 @@ class TraceRenderer:
         # The writer's hot loop (one pass per event): the common events are inlined.
         lines: list[str] = []
         records = self._records
-        tail_cache = self._mutate_tail_cache
-        step_json = self._step_json
+        mutate_json = self._mutate_json
         last_t, last_ts = self._time_cache
         cur_id: Any = None
         rec: _Record | None = None
@@ -423,10 +439,8 @@ class TraceRenderer:
                  rref) = ops[i + 2:i + 13]
                 i += 13
                 if rref is not None and rref not in heads:
-                    assert rec is not None
                     self._register_member(rec, rref)
                 if pref not in heads:
-                    assert rec is not None
                     self._register_member(rec, pref)
                 if same:
                     tj = rtrees[pref]
@@ -435,52 +449,19 @@ class TraceRenderer:
                     k += 1
                 if cref not in heads:
                     rtrees[cref] = tj
-                    heads[cref] = (f'"tree":{tj},"cost":{_jfloat_fast(cost)},'
-                                   f'"loss":{_jfloat_fast(loss)},"parent":{int(parent)}')
+                    heads[cref] = _head(tj, cost, loss, parent)
                     events[cref] = ""
                 if t != last_t:
                     last_t, last_ts = t, _float_repr(float(t))
-                key = (type_, result, reason, True)
-                tail = tail_cache.get(key)
-                if tail is None:
-                    tail = tail_cache[key] = (
-                        f'"selected":true,"mutation":{step_json(type_, result, reason)}}}')
-                ev = f'{{"type":"mutate","time":{last_ts},"child":{int(cref)},{tail}'
-                prev = events[pref]
-                if not prev:
-                    events[pref] = ev
-                elif prev.__class__ is list:
-                    prev.append(ev)  # type: ignore[union-attr]
-                else:
-                    events[pref] = [prev, ev]  # type: ignore[list-item]
+                _add(events, pref, mutate_json(last_ts, cref, type_, result, reason, True))
                 if rref is not None:
-                    ev = f'{{"type":"death","time":{last_ts}}}'
-                    prev = events[rref]
-                    if not prev:
-                        events[rref] = ev
-                    elif prev.__class__ is list:
-                        prev.append(ev)  # type: ignore[union-attr]
-                    else:
-                        events[rref] = [prev, ev]  # type: ignore[list-item]
+                    _add(events, rref, f'{{"type":"death","time":{last_ts}}}')
             elif tag == OP_MUTATE:
                 pref, cref, selected, t, type_, result, reason = ops[i + 2:i + 9]
                 i += 9
                 if t != last_t:
                     last_t, last_ts = t, _float_repr(float(t))
-                key = (type_, result, reason, bool(selected))
-                tail = tail_cache.get(key)
-                if tail is None:
-                    tail = tail_cache[key] = (
-                        f'"selected":{"true" if selected else "false"},'
-                        f'"mutation":{step_json(type_, result, reason)}}}')
-                ev = f'{{"type":"mutate","time":{last_ts},"child":{int(cref)},{tail}'
-                prev = events[pref]
-                if not prev:
-                    events[pref] = ev
-                elif prev.__class__ is list:
-                    prev.append(ev)  # type: ignore[union-attr]
-                else:
-                    events[pref] = [prev, ev]  # type: ignore[list-item]
+                _add(events, pref, mutate_json(last_ts, cref, type_, result, reason, selected))
             elif tag == OP_ENTRY:
                 ref, parent, cost, loss = ops[i + 2:i + 6]
                 i += 6
@@ -488,29 +469,20 @@ class TraceRenderer:
                 k += 1
                 if ref not in heads:
                     rtrees[ref] = tj
-                    heads[ref] = (f'"tree":{tj},"cost":{_jfloat_fast(cost)},'
-                                  f'"loss":{_jfloat_fast(loss)},"parent":{int(parent)}')
+                    heads[ref] = _head(tj, cost, loss, parent)
                     events[ref] = ""
             elif tag == OP_ENTRY_AS:
                 ref, parent, cost, loss, same = ops[i + 2:i + 7]
                 i += 7
                 tj = rtrees[ref] = rtrees[same]
-                heads[ref] = (f'"tree":{tj},"cost":{_jfloat_fast(cost)},'
-                              f'"loss":{_jfloat_fast(loss)},"parent":{int(parent)}')
+                heads[ref] = _head(tj, cost, loss, parent)
                 events[ref] = ""
             elif tag == OP_DEATH:
                 ref, t = ops[i + 2], ops[i + 3]
                 i += 4
                 if t != last_t:
                     last_t, last_ts = t, _float_repr(float(t))
-                ev = f'{{"type":"death","time":{last_ts}}}'
-                prev = events[ref]
-                if not prev:
-                    events[ref] = ev
-                elif prev.__class__ is list:
-                    prev.append(ev)  # type: ignore[union-attr]
-                else:
-                    events[ref] = [prev, ev]  # type: ignore[list-item]
+                _add(events, ref, f'{{"type":"death","time":{last_ts}}}')
             elif tag == OP_CROSSOVER_CHILDREN:
                 (p1, p2, c1, c1p, c1c, c1l, c2, c2p, c2c, c2l, d1, d2, t,
                  details) = ops[i + 2:i + 16]
@@ -524,8 +496,7 @@ class TraceRenderer:
                     k += 1
                     if ref not in heads:
                         rtrees[ref] = tj
-                        heads[ref] = (f'"tree":{tj},"cost":{_jfloat_fast(cost)},'
-                                      f'"loss":{_jfloat_fast(loss)},"parent":{int(parent)}')
+                        heads[ref] = _head(tj, cost, loss, parent)
                         events[ref] = ""
                 for ref in (d1, d2):
                     if ref not in heads:

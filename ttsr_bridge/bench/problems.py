@@ -260,8 +260,26 @@ def _data_rng(seed: int | None, name: str, run_seed: int) -> np.random.Generator
 
 
 # ---- the problem ---------------------------------------------------------------------------------
+class _OperatorChoice:
+    """The operator-set methods shared by both problem kinds (a dataclass with ``operators``)."""
+
+    operators: OperatorSet | None
+
+    def with_operators(self, operators: OperatorSet | None):
+        """A copy with ``operators`` (``None``: the bench's default set)."""
+        return replace(self, operators=operators)
+
+    def operator_set(self, default: OperatorSet | None = None) -> OperatorSet:
+        """The problem's operators, else ``default``, else :data:`DEFAULT_OPERATORS`."""
+        if self.operators is not None:
+            return self.operators
+        if default is not None:
+            return default
+        return OperatorSet.from_names(*DEFAULT_OPERATORS)
+
+
 @dataclass(frozen=True)
-class Problem:
+class Problem(_OperatorChoice):
     """A symbolic-regression benchmark problem (see the module docstring).
 
     ``n_points`` is the number of training points (``None``: the full ``E`` grid);
@@ -411,17 +429,6 @@ class Problem:
         y = np.concatenate(ys)[:want]
         return X, y
 
-    # -- variants --
-    def with_operators(self, operators: OperatorSet | None) -> "Problem":
-        return replace(self, operators=operators)
-
-    def operator_set(self, default: OperatorSet | None = None) -> OperatorSet:
-        """The problem's operators, else ``default``, else :data:`DEFAULT_OPERATORS`."""
-        if self.operators is not None:
-            return self.operators
-        if default is not None:
-            return default
-        return OperatorSet.from_names(*DEFAULT_OPERATORS)
 
 
 # ---- problem-file format -------------------------------------------------------------------------
@@ -1022,7 +1029,7 @@ def csv_kind(path: str | Path) -> str:
 
 
 @dataclass(frozen=True, eq=False)
-class DataProblem:
+class DataProblem(_OperatorChoice):
     """A benchmark problem given by fixed rows (a user CSV) instead of a formula: no ground
     truth, so recovery does not apply; R² on held-out rows does.
 
@@ -1103,17 +1110,6 @@ class DataProblem:
         _, _, X, y = self.split(rng)
         return (X, y) if n is None else (X[:n], y[:n])
 
-    # -- variants --
-    def with_operators(self, operators: OperatorSet | None) -> DataProblem:
-        return replace(self, operators=operators)
-
-    def operator_set(self, default: OperatorSet | None = None) -> OperatorSet:
-        """The problem's operators, else ``default``, else :data:`DEFAULT_OPERATORS`."""
-        if self.operators is not None:
-            return self.operators
-        if default is not None:
-            return default
-        return OperatorSet.from_names(*DEFAULT_OPERATORS)
 
 
 # Every kind of benchmark problem (the runner, suites and reports take either).

@@ -302,6 +302,27 @@ def _head(tree: str, cost: float, loss: float, parent: int) -> str:
             f'"parent":{int(parent)}')
 
 
+def _register(rec: _Record, ref: int, tree: str, cost: float, loss: float, parent: int) -> None:
+    """Register ``ref`` in the record's ``mutations`` unless it is (SR.jl: first state wins)."""
+    if ref not in rec.heads:
+        rec.trees[ref] = tree
+        rec.heads[ref] = _head(tree, cost, loss, parent)
+        rec.events[ref] = ""
+
+
+def _crossover_events(events: dict[int, str | list[str]], ts: str, p1: int, p2: int, c1: int,
+                      c2: int, d1: int, d2: int, details: str) -> None:
+    """A crossover: one event on both parents (SR.jl pushes the same object on both), a
+    ``death`` on both replaced members."""
+    ev = (f'{{"type":"crossover","time":{ts},"parent1":{int(p1)},"parent2":{int(p2)},'
+          f'"child1":{int(c1)},"child2":{int(c2)},"details":{details}}}')
+    _add(events, p1, ev)
+    _add(events, p2, ev)
+    death = f'{{"type":"death","time":{ts}}}'
+    _add(events, d1, death)
+    _add(events, d2, death)
+
+
 def _add(events: dict[int, str | list[str]], ref: int, ev: str) -> None:
     prev = events[ref]
     if not prev:
@@ -417,11 +438,10 @@ class TraceRenderer:
         return lines
 
     def _feed(self, ops: Sequence[Any], trees: list[str]) -> tuple[list[str], int]:
-        # The writer's hot loop (one pass per event): the common events are inlined.
+        # The writer's loop: one pass per event, the record's dicts held in locals.
         lines: list[str] = []
         records = self._records
-        mutate_json = self._mutate_json
-        last_t, last_ts = self._time_cache
+        mutate_json, time_json = self._mutate_json, self._time
         cur_id: Any = None
         rec: _Record | None = None
         heads: dict[int, str] = {}
@@ -447,87 +467,54 @@ class TraceRenderer:
                 else:
                     tj = trees[k]
                     k += 1
-                if cref not in heads:
-                    rtrees[cref] = tj
-                    heads[cref] = _head(tj, cost, loss, parent)
-                    events[cref] = ""
-                if t != last_t:
-                    last_t, last_ts = t, _float_repr(float(t))
-                _add(events, pref, mutate_json(last_ts, cref, type_, result, reason, True))
+                _register(rec, cref, tj, cost, loss, parent)
+                ts = time_json(t)
+                _add(events, pref, mutate_json(ts, cref, type_, result, reason, True))
                 if rref is not None:
-                    _add(events, rref, f'{{"type":"death","time":{last_ts}}}')
+                    _add(events, rref, f'{{"type":"death","time":{ts}}}')
             elif tag == OP_MUTATE:
                 pref, cref, selected, t, type_, result, reason = ops[i + 2:i + 9]
                 i += 9
-                if t != last_t:
-                    last_t, last_ts = t, _float_repr(float(t))
-                _add(events, pref, mutate_json(last_ts, cref, type_, result, reason, selected))
+                _add(events, pref, mutate_json(time_json(t), cref, type_, result, reason, selected))
             elif tag == OP_ENTRY:
                 ref, parent, cost, loss = ops[i + 2:i + 6]
                 i += 6
-                tj = trees[k]
+                _register(rec, ref, trees[k], cost, loss, parent)
                 k += 1
-                if ref not in heads:
-                    rtrees[ref] = tj
-                    heads[ref] = _head(tj, cost, loss, parent)
-                    events[ref] = ""
             elif tag == OP_ENTRY_AS:
                 ref, parent, cost, loss, same = ops[i + 2:i + 7]
                 i += 7
+                # Always (re)written, as the general hooks send it once per ref and record.
                 tj = rtrees[ref] = rtrees[same]
                 heads[ref] = _head(tj, cost, loss, parent)
                 events[ref] = ""
             elif tag == OP_DEATH:
                 ref, t = ops[i + 2], ops[i + 3]
                 i += 4
-                if t != last_t:
-                    last_t, last_ts = t, _float_repr(float(t))
-                _add(events, ref, f'{{"type":"death","time":{last_ts}}}')
+                _add(events, ref, f'{{"type":"death","time":{time_json(t)}}}')
             elif tag == OP_CROSSOVER_CHILDREN:
                 (p1, p2, c1, c1p, c1c, c1l, c2, c2p, c2c, c2l, d1, d2, t,
                  details) = ops[i + 2:i + 16]
                 i += 16
-                assert rec is not None
                 for ref in (p1, p2):
                     if ref not in heads:
                         self._register_member(rec, ref)
-                for ref, parent, cost, loss in ((c1, c1p, c1c, c1l), (c2, c2p, c2c, c2l)):
-                    tj = trees[k]
-                    k += 1
-                    if ref not in heads:
-                        rtrees[ref] = tj
-                        heads[ref] = _head(tj, cost, loss, parent)
-                        events[ref] = ""
+                _register(rec, c1, trees[k], c1c, c1l, c1p)
+                _register(rec, c2, trees[k + 1], c2c, c2l, c2p)
+                k += 2
                 for ref in (d1, d2):
                     if ref not in heads:
                         self._register_member(rec, ref)
-                ts = self._time(t)
-                ev = (f'{{"type":"crossover","time":{ts},"parent1":{int(p1)},'
-                      f'"parent2":{int(p2)},"child1":{int(c1)},"child2":{int(c2)},'
-                      f'"details":{details}}}')
-                _add(events, p1, ev)
-                _add(events, p2, ev)
-                death = f'{{"type":"death","time":{ts}}}'
-                _add(events, d1, death)
-                _add(events, d2, death)
+                _crossover_events(events, time_json(t), p1, p2, c1, c2, d1, d2, details)
             elif tag == OP_CROSSOVER:
                 p1, p2, c1, c2, d1, d2, t, details = ops[i + 2:i + 10]
                 i += 10
-                ts = self._time(t)
-                ev = (f'{{"type":"crossover","time":{ts},"parent1":{int(p1)},'
-                      f'"parent2":{int(p2)},"child1":{int(c1)},"child2":{int(c2)},'
-                      f'"details":{details}}}')
-                # SR.jl pushes the same event object on both parents.
-                _add(events, p1, ev)
-                _add(events, p2, ev)
-                death = f'{{"type":"death","time":{ts}}}'
-                _add(events, d1, death)
-                _add(events, d2, death)
+                _crossover_events(events, time_json(t), p1, p2, c1, c2, d1, d2, details)
             elif tag == OP_TUNING:
                 old_ref, new_ref, optimized, t = ops[i + 2:i + 6]
                 i += 6
                 kind = "simplification_and_optimization" if optimized else "simplification"
-                ts = self._time(t)
+                ts = time_json(t)
                 _add(events, old_ref, f'{{"type":"tuning","time":{ts},"child":{int(new_ref)},'
                                       f'"mutation":{{"type":"{kind}"}}}}')
                 _add(events, old_ref, f'{{"type":"death","time":{ts}}}')
@@ -560,7 +547,6 @@ class TraceRenderer:
                 cur_id = rec = None
             else:
                 raise ValueError(f"unknown trace event tag {tag!r} at {i}")
-        self._time_cache = (last_t, last_ts)
         return lines, k
 
     def _begin(self, output: int, population: int, iteration: int, started_at: float,

@@ -586,6 +586,23 @@ class OnnxProposer:
             tokens = self._decode(group, reqs, logits, context, next_pos, which, rng)
         return [self._to_expr(t, r, rng) for t, r in zip(tokens, reqs)]
 
+    def _sample(self, logits: np.ndarray, table: GrammarTable, rows: _Rows, rng: np.random.Generator,
+                out: np.ndarray, k: int, ok_rows: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Step ``k`` of a decode loop: one grammar-constrained token per active row, written to
+        ``out[:, k]``. Rows whose tree is complete get their length; rows with non-finite logits
+        are marked in ``ok_rows`` (their child becomes ``None``) and counted. Returns the tokens
+        and the positions of the rows that go on (``None``: all of them)."""
+        tok, ok, keep = grammar_step(logits, table, rows.grammar, self._arity, self.temperature, self.top_k, rng)
+        out[rows.index, k] = tok
+        if keep.all():
+            return tok, None
+        if not ok.all():
+            ok_rows[rows.index[~ok]] = False
+            with self._lock:
+                self.stats.bad_logits += int((~ok).sum())
+        lengths[rows.index[~keep]] = k + 1
+        return tok, np.flatnonzero(keep)
+
     def _decode(self, group: _Group, reqs: list[ProposalRequest], logits: np.ndarray, context: _Context,
                 next_pos: np.ndarray, which: np.ndarray, rng: np.random.Generator) -> list[list[int] | None]:
         """Grammar-constrained sampling until every row's tree is complete.
@@ -610,18 +627,11 @@ class OnnxProposer:
         rows = _Rows(np.arange(n), GrammarState.start(table, budget, n_consts), next_pos, visible)
         k = 0  # child tokens so far, the same for every active row
         while True:
-            tok, ok, keep = grammar_step(logits, table, rows.grammar, self._arity, self.temperature, self.top_k, rng)
-            out[rows.index, k] = tok
+            tok, keep = self._sample(logits, table, rows, rng, out, k, ok_rows, lengths)
             k += 1
-            if not keep.all():  # finished (or failed) rows leave the batch
-                if not ok.all():  # non-finite logits: the row gets None
-                    ok_rows[rows.index[~ok]] = False
-                    with self._lock:
-                        self.stats.bad_logits += int((~ok).sum())
-                lengths[rows.index[~keep]] = k
-                if not keep.any():
+            if keep is not None:  # finished (or failed) rows leave the batch
+                if not len(keep):
                     break
-                keep = np.flatnonzero(keep)
                 rows, tok = rows.select(keep), tok[keep]
                 past = [t.take(keep, axis=1) for t in past]  # contiguous (a boolean index is not)
                 if 2 * len(rows.index) <= served:
@@ -720,18 +730,11 @@ class OnnxProposer:
         slot = np.arange(n)  # batch slot of each active row (ascending)
         k = 0
         while True:
-            tok, ok, keep = grammar_step(logits, table, rows.grammar, self._arity, self.temperature, self.top_k, rng)
-            out[rows.index, k] = tok
+            tok, keep = self._sample(logits, table, rows, rng, out, k, ok_rows, lengths)
             k += 1
-            if not keep.all():
-                if not ok.all():
-                    ok_rows[rows.index[~ok]] = False
-                    with self._lock:
-                        self.stats.bad_logits += int((~ok).sum())
-                lengths[rows.index[~keep]] = k
-                if not keep.any():
+            if keep is not None:
+                if not len(keep):
                     break
-                keep = np.flatnonzero(keep)
                 rows, tok, slot = rows.select(keep), tok[keep], slot[keep]
                 live_span = int(slot[-1]) + 1
                 if len(slot) <= _COMPACT_AT * live_span:

@@ -166,3 +166,40 @@ def test_progress_records_every_drop_of_the_lowest_loss():
     assert evals[-1] <= res.num_evals
     # the hall of fame keeps the best member it ever saw
     assert min(m.loss for m in res.pareto_front()) <= losses[-1] + 1e-12
+
+
+@pytest.mark.parametrize("writer", ["inline", "process"])
+def test_trace_from_evaluation_batches_matches_packing_each_tree(tmp_path, monkeypatch, writer):
+    """The tracer takes children's trees from the engine's evaluation batch (rows of a tree
+    table); the file is the one it writes when it packs every tree itself (clock reads aside)."""
+    from ttsr_bridge.traces import tracing
+
+    X, y = data(lambda X: X[:, 0] * X[:, 1] - 1)
+    cfg = SearchConfig.preset("pysr", random_state=7, crossover_probability=0.2,
+                              skip_mutation_failures=False, **{**SMALL, "niterations": 2})
+    monkeypatch.setenv("TTSR_TRACE_WRITER", writer)
+    rows_used = []
+    table = tracing.TraceWriter.tree_table
+
+    def counting_table(self, codes, vals, offsets):
+        rows_used.append(len(offsets) - 1)
+        return table(self, codes, vals, offsets)
+
+    monkeypatch.setattr(tracing.TraceWriter, "tree_table", counting_table)
+    equation_search(X, y, cfg, trace=tmp_path / "batch.jsonl")
+    monkeypatch.setattr(tracing.TraceWriter, "tree_table", lambda self, *a: -1)
+    equation_search(X, y, cfg, trace=tmp_path / "each.jsonl")
+    assert sum(rows_used) > 100
+
+    def untimed(x):
+        if isinstance(x, dict):
+            return {k: untimed(v) for k, v in x.items() if k not in ("time", "started_at")}
+        if isinstance(x, list):
+            return [untimed(v) for v in x]
+        return x
+
+    def records(name):
+        return [untimed(json.loads(line)) for line in (tmp_path / name).read_text().splitlines()[1:]]
+
+    batch, each = records("batch.jsonl"), records("each.jsonl")
+    assert len(batch) == cfg.populations * 2 and batch == each

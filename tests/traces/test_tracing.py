@@ -361,3 +361,54 @@ def test_numpy_scalars_are_written_as_plain_numbers(tmp_path: Path) -> None:
             for ev in e["events"]:
                 ev.pop("time")
     assert out[0] == out[1] == out[2]
+
+
+@pytest.mark.parametrize("background", [False, True], ids=["inline", "process"])
+def test_events_after_a_death_are_kept(tmp_path: Path, background: bool) -> None:
+    """The renderer writes a dead ref's entry at its death (so that ending a record is cheap);
+    the general hooks may still name it afterwards, and then every event is in the file."""
+    a, b, c = (member(var(0), 1.0), member(var(1), 2.0), member(op("sin", var(0)), 3.0))
+    k1 = member(op("cos", var(0)), 0.5, parent=a.ref)
+    k2 = member(op("exp", var(1)), 0.25, parent=b.ref)
+    k3 = member(op("+", var(0), var(1)), 0.125, parent=b.ref)
+    path = tmp_path / "t.jsonl"
+    with TraceWriter(path, "opts", background=background) as tw:
+        it = tw.iteration_start(1, 1, 0, [a, b, c])
+        it.mutation_attempts([(a, k1, MutationStepTrace("mutate_operator", "accept", "pass"))], b, 1)
+        # b is dead now; a later mutation of b and a second death still land on its entry
+        it.mutation_attempts([(b, k2, MutationStepTrace("swap_operands", "accept", "pass"))], c, 1)
+        it.mutation_attempts([(k1, k3, MutationStepTrace("rotate_tree", "accept", "pass"))], b, 1)
+        tw.write(it)
+    rec = json.loads(path.read_text().splitlines()[1])
+    events_b = [e["type"] for e in rec["mutations"][str(b.ref)]["events"]]
+    assert events_b == ["death", "mutate", "death"]
+    assert [e["type"] for e in rec["mutations"][str(c.ref)]["events"]] == ["death"]
+    assert list(rec["mutations"]) == [str(r) for r in (b.ref, a.ref, k1.ref, c.ref, k2.ref, k3.ref)]
+
+
+def test_renderer_takes_trees_from_a_table_and_checks_slots() -> None:
+    """``feed`` with a tree table: slots pick rows (any order, repeats allowed) between the
+    trees sent one by one; slots that do not match the chunk are a clear error."""
+    import numpy as np
+
+    from ttsr_bridge.traces.tracing_render import OP_BEGIN, OP_END, OP_ENTRY, TraceRenderer
+
+    own = [op("sin", var(0))]
+    table = [var(1), op("+", var(0), const(2.5)), op("cos", var(1))]
+    tcodes = np.array([c for t in table for c in t.codes], np.int64).tobytes()
+    tvals = np.array([v for t in table for v in t.vals], np.float64).tobytes()
+    tlens = np.array([len(t) for t in table], np.int64).tobytes()
+    codes = np.array(own[0].codes, np.int64).tobytes()
+    vals = np.array(own[0].vals, np.float64).tobytes()
+    lens = np.array([len(own[0])], np.int64).tobytes()
+    members = [(1, 0.5, 0.5, 1, 0, -1), (2, 0.25, 0.25, 2, 0, -1), (3, 1.0, 1.0, 2, 0, -1)]
+    ops = [OP_BEGIN, 0, 1, 1, 0, 1.0, members, OP_ENTRY, 0, 9, 1, 0.1, 0.2, OP_END, 0]
+    slots = np.array([2, -1, 1, 1], np.int64).tobytes()  # members from rows 2, own, 1; entry 1
+    line = TraceRenderer().feed(ops, codes, vals, lens, tcodes, tvals, tlens, slots)[0]
+    rec = json.loads(line)
+    assert [m["tree"] for m in rec["members"]] == ["cos(x2)", "sin(x1)", "x1 + 2.5"]
+    assert rec["mutations"]["9"]["tree"] == "x1 + 2.5"
+    for bad in ([2, 1, 1, 1], [2, -1, 3, 1], [2, -1, 1]):  # own tree unused; row 3; too few
+        with pytest.raises(ValueError, match="malformed trace event stream"):
+            TraceRenderer().feed(ops, codes, vals, lens, tcodes, tvals, tlens,
+                                 np.array(bad, np.int64).tobytes())

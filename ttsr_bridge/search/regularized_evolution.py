@@ -12,6 +12,7 @@ compiled evaluation serve all populations.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
@@ -92,8 +93,13 @@ def lockstep_step(state: SearchState, temperature: float, replaced: list[set[int
             trees.append(cp.tree2)
     losses = state.losses(trees).tolist()
     evals = float(len(trees))
-    li = _finish_mutations(state, plans, losses, replaced)
-    _finish_crossovers(state, cx_plans, losses, li, replaced)
+    # The tracer takes the children's trees from the evaluation batch (row = loss index).
+    rows = -1
+    if state.tracer is not None and state.packed is not None:
+        p = state.packed
+        rows = state.tracer.tree_table(p.codes, p.vals, p.offsets)
+    li = _finish_mutations(state, plans, losses, replaced, rows)
+    _finish_crossovers(state, cx_plans, losses, li, replaced, rows)
     return evals
 
 
@@ -190,23 +196,28 @@ def _propose_batch(state: SearchState, plans: list[MutationPlan], temperature: f
 
 
 def _finish_mutations(state: SearchState, plans: list[MutationPlan], losses: list[float],
-                      replaced: list[set[int]]) -> int:
-    """Acceptance + replacement for every planned mutation; returns how many losses it used."""
+                      replaced: list[set[int]], rows: int = -1) -> int:
+    """Acceptance + replacement for every planned mutation; returns how many losses it used.
+    ``rows``: the tracer's row id of the first evaluated tree (-1: none)."""
     cfg = state.config
     opts, rs, lin = state.opts, state.rs, state.lineage
     skip = cfg.skip_mutation_failures
     traces = state.iteration_traces if state.tracer is not None else None
+    now = time.time()  # one clock read for the step's events (SR.jl's per-call ``now``)
     use_freq = cfg.use_frequency
     fast = _Acceptance(state)
     outcomes = []
     li = 0
     pops = state.populations
     for plan in plans:
+        row = -1
         if plan.immediate is not None:
             baby, accepted = plan.immediate, True
             result, reason = ("accept", "identity") if plan.trace_type == "identity" else (None, None)
         elif plan.tree is not None and not plan.failed:
             loss = losses[li]
+            if rows >= 0:
+                row = rows + li
             li += 1
             baby, accepted, result, reason = fast.accept(plan, loss, state.freq_lists[plan.pop] if use_freq else None)
         else:
@@ -217,13 +228,14 @@ def _finish_mutations(state: SearchState, plans: list[MutationPlan], losses: lis
             outcomes.append(_outcome(state, plan, accepted))
         if skip and not accepted:  # skip_mutation_failures: the population keeps its members
             if traces is not None:
-                traces[plan.pop].mutation(plan.parent, baby, plan.trace_type, result, reason, None)
+                traces[plan.pop].mutation(plan.parent, baby, plan.trace_type, result, reason, None,
+                                          now, row)
             continue
         pop = pops[plan.pop]
         oldest = _oldest(state, pop)
         if traces is not None:
             traces[plan.pop].mutation(plan.parent, baby, plan.trace_type, result, reason,
-                                      pop.members[oldest])
+                                      pop.members[oldest], now, row)
         pop.set(oldest, baby)
         replaced[plan.pop].add(oldest)
     if outcomes:
@@ -290,25 +302,38 @@ def _outcome(state: SearchState, plan: MutationPlan, accepted: bool):
 
 
 # ---- crossover half ----------------------------------------------------------------------------------
+_CROSSOVER_PASS = {"result": "accept", "reason": "pass"}
+_CROSSOVER_FAILED = {"result": "reject", "reason": "failed_constraint_check"}
+
+
 def _finish_crossovers(state: SearchState, plans: list[CrossoverPlan], losses: list[float], li: int,
-                       replaced: list[set[int]]) -> None:
+                       replaced: list[set[int]], rows: int = -1) -> None:
     skip = state.config.skip_mutation_failures
     traces = state.iteration_traces if state.tracer is not None else None
+    if traces is not None and plans:
+        now = time.time()
+        # SR.jl's two crossover outcomes, as the trace's JSON (the writer caches them)
+        failed_json = state.tracer.details_json(_CROSSOVER_FAILED)
+        pass_json = state.tracer.details_json(_CROSSOVER_PASS)
     for cp in plans:
+        row = -1
         if cp.failed:
             if skip:
                 continue
             b1, b2 = cp.parent1.copy(), cp.parent2.copy()
-            details = {"result": "reject", "reason": "failed_constraint_check"}
+            details = failed_json if traces is not None else None
         else:
             b1, b2 = finish_crossover(cp, losses[li], losses[li + 1], state.opts, state.lineage,
                                       state.baseline, state.use_baseline)
+            if rows >= 0:
+                row = rows + li
             li += 2
-            details = {"result": "accept", "reason": "pass"}
+            details = pass_json if traces is not None else None
         pop = state.populations[cp.pop]
         o1, o2 = _oldest_two(state, pop)
         if traces is not None:
-            traces[cp.pop].crossover_pair(cp.parent1, cp.parent2, b1, b2, pop.members[o1], pop.members[o2], details)
+            traces[cp.pop].crossover_pair(cp.parent1, cp.parent2, b1, b2, pop.members[o1],
+                                          pop.members[o2], details, now, row)
         pop.set(o1, b1)
         pop.set(o2, b2)
         replaced[cp.pop].add(o1)

@@ -106,6 +106,7 @@ class SearchState:
     # tracing: one IterationTrace per population during an iteration (None when off)
     tracer: Any = None
     iteration_traces: list[Any] = field(default_factory=list)
+    packed: Any = None  # the last ``losses`` batch, packed (the tracer sends its rows)
     stop_reason: str = ""
 
     # ---- construction helpers ---------------------------------------------------------------
@@ -124,12 +125,14 @@ class SearchState:
 
     # ---- evaluation ---------------------------------------------------------------------------
     def losses(self, trees: Sequence[Expr]) -> np.ndarray:
-        """MSE of each tree (inf when invalid), one compiled call; counts nothing."""
+        """MSE of each tree (inf when invalid), one compiled call; counts nothing. The trees'
+        packed form is left in ``packed`` (``None`` where they were not packed)."""
+        self.packed = None
         if not trees:
             return np.empty(0)
         if not self.compiled_only:
             return ev.loss_batch(trees, self.data)
-        p = ev.pack_exprs(trees)
+        p = self.packed = ev.pack_exprs(trees)
         return ev.loss_batch_codes(p.codes, p.vals, p.offsets, self.data)
 
     def cost_of(self, loss: float, complexity: int) -> float:

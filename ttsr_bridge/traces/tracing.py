@@ -173,6 +173,10 @@ class TraceWriter:
         self._ops: list[Any] = []
         self._trees: list[Any] = []
         self._next_id = 0
+        # Tree tables (:meth:`tree_table`): (first row id, codes, vals, offsets) registered
+        # since the last flush, the last one carried over (its rows may still be named).
+        self._tables: list[tuple[int, Any, Any, Any]] = []
+        self._rows = 0  # row ids handed out so far
 
     # ---- context manager -------------------------------------------------------------------
     def __enter__(self) -> TraceWriter:
@@ -213,16 +217,28 @@ class TraceWriter:
         self.flush()
         self.lines_written += 1
 
+    def tree_table(self, codes: Any, vals: Any, offsets: Any) -> int:
+        """Register trees already packed as flat arrays (the engine's evaluation batch:
+        :class:`~ttsr_bridge.expr.evaluate.PackedExprs` ``codes`` int64, ``vals`` float64,
+        ``offsets`` int64 with tree ``i`` at ``offsets[i]:offsets[i+1]``); returns the row id of
+        tree 0. A compact hook given ``tree_at=id + i`` sends that row instead of packing the
+        child's tree again: the writer copies the arrays, which must not change afterwards."""
+        rid = self._rows
+        self._rows += len(offsets) - 1
+        self._tables.append((rid, codes, vals, offsets))
+        return rid
+
     def flush(self) -> None:
         """Hand the recorded events to the sink (the engine's hooks call this as needed)."""
         if self._ops:
             try:
-                self._sink.send(self._ops, *_pack_trees(self._trees))
+                self._sink.send(self._ops, *_pack_trees(self._trees, self._tables))
             finally:
                 # Cleared in place (the hooks hold these objects): a sink is done with a chunk
                 # when ``send`` returns.
                 self._ops.clear()
                 self._trees.clear()
+                del self._tables[:-1]
 
     def close(self) -> None:
         """Wait for every written line to reach the file, then close it (idempotent).
@@ -232,6 +248,7 @@ class TraceWriter:
         """
         self._ops.clear()
         self._trees.clear()
+        self._tables.clear()
         self._sink.close()
 
     def abort(self) -> None:
@@ -274,14 +291,31 @@ class TraceWriter:
         return json.dumps(d, separators=(",", ":"))
 
 
-def _pack_trees(trees: list[Any]) -> tuple[bytes, bytes, bytes]:
-    """The chunk's trees as (codes int64, vals float64, lengths int64) machine arrays."""
+def _pack_trees(trees: list[Any], tables: list[tuple[int, Any, Any, Any]]) -> tuple[bytes, ...]:
+    """The chunk's trees as machine arrays: (codes int64, vals float64, lengths int64) of the
+    trees sent by reference, and — when some are rows of tree tables — the tables' (codes,
+    vals, lengths) and one slot per tree (int64: its table row, or -1 for the next tree sent
+    by reference)."""
+    if tables and any(t.__class__ is int for t in trees):
+        first = tables[0][0]
+        rows = [t - first if t.__class__ is int else -1 for t in trees]
+        if min(r for r, t in zip(rows, trees) if t.__class__ is int) < 0:
+            raise ValueError("a trace event names a row of a tree table no longer held")
+        slots = struct.pack(f"{len(rows)}q", *rows)
+        trees = [t for t in trees if t.__class__ is not int]
+        import numpy as np
+
+        table = (np.concatenate([t[1] for t in tables]).tobytes(),
+                 np.concatenate([t[2] for t in tables]).tobytes(),
+                 np.concatenate([np.diff(t[3]) for t in tables]).tobytes(), slots)
+    else:
+        table = ()
     codes = [t.codes for t in trees]
     lens = [len(c) for c in codes]
     n = sum(lens)
     return (struct.pack(f"{n}q", *chain.from_iterable(codes)),
             struct.pack(f"{n}d", *chain.from_iterable([t.vals for t in trees])),
-            struct.pack(f"{len(lens)}q", *lens))
+            struct.pack(f"{len(lens)}q", *lens), *table)
 
 
 class IterationTrace:
@@ -336,37 +370,49 @@ class IterationTrace:
     # takes their entries from ``members``, so these hooks send only the new children.
     def mutation(
         self, parent: TracedMember, child: TracedMember, type_: str, result: str | None,
-        reason: str | None, replaced: TracedMember | None,
+        reason: str | None, replaced: TracedMember | None, t: float | None = None,
+        tree_at: int = -1,
     ) -> None:
         """One attempt kept (``mutation_attempts([(parent, child, step)], replaced, 1)``), the
-        engine's every mutation, as one compact event (``OP_MUTATE_CHILD``)."""
-        t = child.tree
-        same = t is parent.tree  # a rejected or identity move: the tree is not sent again
+        engine's every mutation, as one compact event (``OP_MUTATE_CHILD``). ``t`` is the
+        event's time (default: now; the engine passes one clock read per lockstep step);
+        ``tree_at``, the row of :meth:`TraceWriter.tree_table` that holds the child's tree."""
+        tree = child.tree
+        same = tree is parent.tree  # a rejected or identity move: the tree is not sent again
         if not same:
-            self._tree(t)
+            self._tree(tree if tree_at < 0 else tree_at)
         cref = child.ref
         self._seen_add(cref)
         ops = self._ops
         ops += (OP_MUTATE_CHILD, self.id, parent.ref, cref, child.parent, child.cost, child.loss,
-                same, _time(), type_, result, reason, None if replaced is None else replaced.ref)
+                same, _time() if t is None else t, type_, result, reason,
+                None if replaced is None else replaced.ref)
         if len(ops) >= _FLUSH_ITEMS:
             self._writer.flush()
 
     def crossover_pair(
         self, parent1: TracedMember, parent2: TracedMember, child1: TracedMember,
         child2: TracedMember, replaced1: TracedMember, replaced2: TracedMember,
-        details: dict[str, Any] | MutationStepTrace,
+        details: dict[str, Any] | MutationStepTrace | str, t: float | None = None,
+        tree_at: int = -1,
     ) -> None:
-        """:meth:`crossover` as one compact event (``OP_CROSSOVER_CHILDREN``)."""
-        self._tree(child1.tree)
-        self._tree(child2.tree)
+        """:meth:`crossover` as one compact event (``OP_CROSSOVER_CHILDREN``); ``details`` may
+        also be :meth:`TraceWriter.details_json`'s text; ``t`` as in :meth:`mutation`;
+        ``tree_at``: the rows of the children's trees are ``tree_at`` and ``tree_at + 1``."""
+        if tree_at < 0:
+            self._tree(child1.tree)
+            self._tree(child2.tree)
+        else:
+            self._tree(tree_at)
+            self._tree(tree_at + 1)
         c1, c2 = child1.ref, child2.ref
         self._seen_add(c1)
         self._seen_add(c2)
         ops = self._ops
         ops += (OP_CROSSOVER_CHILDREN, self.id, parent1.ref, parent2.ref, c1, child1.parent,
                 child1.cost, child1.loss, c2, child2.parent, child2.cost, child2.loss,
-                replaced1.ref, replaced2.ref, _time(), self._writer.details_json(details))
+                replaced1.ref, replaced2.ref, _time() if t is None else t,
+                details if details.__class__ is str else self._writer.details_json(details))
         if len(ops) >= _FLUSH_ITEMS:
             self._writer.flush()
 

@@ -46,7 +46,7 @@ __all__ = ["WRITER_ENV", "InlineSink", "ProcessSink", "TraceWriterError", "main"
 WRITER_ENV = "TTSR_TRACE_WRITER"
 
 MSG_FORMS = 0  # payload: operator forms (TraceRenderer.string_tree.forms())
-MSG_OPS = 1  # payload: (events list, codes, vals, lens bytes): one chunk (see tracing_render)
+MSG_OPS = 1  # payload: (events list, *tree buffers): one chunk (TraceRenderer.feed's arguments)
 
 _HEADER_BYTES = 8
 _PICKLE_PROTOCOL = 5  # memoises repeated objects (a tree's lists), so payloads stay small
@@ -135,8 +135,8 @@ class InlineSink:
     def closed(self) -> bool:
         return self._file.closed
 
-    def send(self, ops: list[Any], codes: Any = b"", vals: Any = b"", lens: Any = b"") -> None:
-        for line in self._renderer.feed(ops, codes, vals, lens):
+    def send(self, ops: list[Any], *trees: Any) -> None:
+        for line in self._renderer.feed(ops, *trees):
             self._file.write(line)
             self._file.write("\n")
 
@@ -213,9 +213,9 @@ class ProcessSink:
                                            self._feeder)
 
     # ---- sending ---------------------------------------------------------------------------
-    def send(self, ops: list[Any], codes: Any = b"", vals: Any = b"", lens: Any = b"") -> None:
-        """Send one chunk of the event stream and its trees' arrays (see :mod:`.tracing_render`);
-        blocks only while the writer is a pipe behind."""
+    def send(self, ops: list[Any], *trees: Any) -> None:
+        """Send one chunk of the event stream and its trees' arrays (``feed``'s arguments, see
+        :mod:`.tracing_render`); blocks only while the writer is a pipe behind."""
         if self.closed:
             raise ValueError("send on a closed trace sink")
         from ..expr.operators import OPERATORS
@@ -223,7 +223,7 @@ class ProcessSink:
         if len(OPERATORS) != self._ops_known:  # first chunk, or operators registered since
             self._ops_known = len(OPERATORS)
             self._write(encode_message(MSG_FORMS, operator_forms()))
-        self._write(encode_message(MSG_OPS, (ops, bytes(codes), bytes(vals), bytes(lens))))
+        self._write(encode_message(MSG_OPS, (ops, *(bytes(b) for b in trees))))
 
     def _write(self, frame: bytes) -> None:
         try:
@@ -358,9 +358,11 @@ def run_writer(stream: IO[bytes], out: IO[str]) -> int:
         if kind == MSG_FORMS:
             renderer.set_forms(payload)
             continue
-        if not (isinstance(payload, tuple) and len(payload) == 4 and isinstance(payload[0], list)
+        if not (isinstance(payload, tuple) and len(payload) in (1, 4, 8)
+                and isinstance(payload[0], list)
                 and all(isinstance(b, bytes) for b in payload[1:])):
-            raise TypeError("malformed trace writer message: not (events, codes, vals, lens)")
+            raise TypeError("malformed trace writer message: not (events, codes, vals, lens"
+                            "[, table codes, table vals, table lens, slots])")
         for line in renderer.feed(*payload):
             out.write(line)
             out.write("\n")
@@ -402,4 +404,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    # Everything is written and the file is closed: skip the interpreter's teardown (freeing
+    # every cached string costs tens of milliseconds, which the search waits for in ``close``).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

@@ -9,6 +9,10 @@ A chunk is the event stream's list plus three flat arrays holding the trees it n
 concatenated prefix ``codes`` (int64) and ``vals`` (float64) of every tree, and each tree's length
 (int64), in the order the events name them (``OP_BEGIN``: one tree per member, in order;
 ``OP_ENTRY``: one). The trees of a chunk are printed in one compiled pass (:mod:`.tree_batch`).
+Trees the engine has already packed for evaluation come as rows of a *tree table* (the same
+three arrays for a batch) instead: then a fourth array of slots says, per tree named, which
+table row it is (or ``-1``: the next tree of the first three arrays), so the search never
+packs such a tree a second time (:meth:`TraceRenderer.feed`).
 
 The event stream is a flat list of plain values (``int`` / ``float`` / ``bool`` / ``str`` /
 ``None`` / ``list`` / ``tuple``, or NumPy scalars where members hold them), cut between
@@ -279,7 +283,8 @@ class _Record:
     """An ``iteration`` record being rendered: its header, members, and ``mutations`` so far.
 
     ``events`` maps a ref to ``""`` (none), one JSON string, or a list once a second arrives:
-    mostly strings, and no quadratic joins for a tournament winner with hundreds of events.
+    mostly strings, and no quadratic joins for a tournament winner with hundreds of events;
+    a :class:`_Sealed` once the ref died.
     """
 
     __slots__ = ("events", "head", "heads", "member_fields", "member_heads", "member_trees",
@@ -289,7 +294,7 @@ class _Record:
         self.head = head
         self.member_fields = member_fields
         self.heads: dict[int, str] = {}
-        self.events: dict[int, str | list[str]] = {}
+        self.events: dict[int, Any] = {}  # str | list[str] | _Sealed
         self.start_fields: dict[int, str] | None = None
         self.trees: dict[int, str] = {}  # ref -> tree JSON, for OP_ENTRY_AS
         self.member_trees: dict[int, str] = {}  # the same for the members at the start
@@ -310,27 +315,90 @@ def _register(rec: _Record, ref: int, tree: str, cost: float, loss: float, paren
         rec.events[ref] = ""
 
 
-def _crossover_events(events: dict[int, str | list[str]], ts: str, p1: int, p2: int, c1: int,
-                      c2: int, d1: int, d2: int, details: str) -> None:
+def _crossover_events(events: dict[int, Any], heads: dict[int, str], ts: str, p1: int, p2: int,
+                      c1: int, c2: int, d1: int, d2: int, details: str) -> None:
     """A crossover: one event on both parents (SR.jl pushes the same object on both), a
     ``death`` on both replaced members."""
     ev = (f'{{"type":"crossover","time":{ts},"parent1":{int(p1)},"parent2":{int(p2)},'
           f'"child1":{int(c1)},"child2":{int(c2)},"details":{details}}}')
     _add(events, p1, ev)
     _add(events, p2, ev)
-    death = f'{{"type":"death","time":{ts}}}'
-    _add(events, d1, death)
-    _add(events, d2, death)
+    _death(events, heads, d1, ts)
+    _death(events, heads, d2, ts)
 
 
-def _add(events: dict[int, str | list[str]], ref: int, ev: str) -> None:
+class _Sealed:
+    """A dead ref's events with its whole ``mutations`` entry already rendered.
+
+    A ``death`` is a ref's last event in the engine's traces, so its entry is rendered then,
+    while the search is still running: ending a record is then one join, instead of rendering
+    every entry at once — which, for the last iteration, the search would wait for in
+    ``close``. An event after the death (the general hooks allow one) unseals it.
+    """
+
+    __slots__ = ("events", "text")
+
+    def __init__(self, events: str | list[str], text: str) -> None:
+        self.events = events
+        self.text = text
+
+
+def _entry(ref: int, head: str, ev: str | list[str]) -> str:
+    """A ref's ``mutations`` entry: ``"ref":{"events":[...],<head>}``."""
+    return f'"{ref}":{{"events":[{ev if ev.__class__ is str else ",".join(ev)}],{head}}}'
+
+
+def _add(events: dict[int, Any], ref: int, ev: str) -> None:
     prev = events[ref]
     if not prev:
         events[ref] = ev
+    elif prev.__class__ is str:
+        events[ref] = [prev, ev]
     elif prev.__class__ is list:
-        prev.append(ev)  # type: ignore[union-attr]
-    else:
-        events[ref] = [prev, ev]  # type: ignore[list-item]
+        prev.append(ev)
+    else:  # sealed: an event after the ref's death
+        events[ref] = prev.events
+        _add(events, ref, ev)
+
+
+def _death(events: dict[int, Any], heads: dict[int, str], ref: int, ts: str) -> None:
+    """A ``death`` event on ``ref``, and its entry rendered (:class:`_Sealed`)."""
+    _add(events, ref, f'{{"type":"death","time":{ts}}}')
+    ev = events[ref]
+    events[ref] = _Sealed(ev, _entry(ref, heads[ref], ev))
+
+
+def _with_table_rows(printer: Any, own: list[str], codes: Any, vals: Any, lens: Any,
+                     slots: Any) -> list[str]:
+    """The chunk's trees in event order: table rows where ``slots >= 0``, ``own`` elsewhere."""
+    import numpy as np
+
+    slots = np.frombuffer(slots, np.int64) if not isinstance(slots, np.ndarray) else slots
+    codes = np.frombuffer(codes, np.int64) if not isinstance(codes, np.ndarray) else codes
+    vals = np.frombuffer(vals, np.float64) if not isinstance(vals, np.ndarray) else vals
+    lens = np.frombuffer(lens, np.int64) if not isinstance(lens, np.ndarray) else lens
+    from_table = slots >= 0
+    rows = slots[from_table]
+    if int(np.count_nonzero(~from_table)) != len(own):
+        raise ValueError(f"malformed trace event stream: {len(own)} trees sent for "
+                         f"{int(np.count_nonzero(~from_table))} slots")
+    if len(rows) and (int(rows.max()) >= len(lens) or (lens < 0).any()
+                      or int(lens.sum()) != len(codes) or len(vals) != len(codes)):
+        raise ValueError("malformed trace event stream: tree slots outside the table, or a "
+                         "malformed table")
+    # Gather the named rows (a ragged take): node j of the k-th named row sits at
+    # starts[rows[k]] + j.
+    starts = np.zeros(len(lens) + 1, np.int64)
+    np.cumsum(lens, out=starts[1:])
+    take = lens[rows]
+    out_starts = np.zeros(len(take) + 1, np.int64)
+    np.cumsum(take, out=out_starts[1:])
+    idx = np.repeat(starts[rows] - out_starts[:-1], take) + np.arange(out_starts[-1])
+    printed = printer.print_chunk(codes[idx], vals[idx], take)
+    out = np.empty(len(slots), object)
+    out[from_table] = printed
+    out[~from_table] = own
+    return out.tolist()
 
 
 class TraceRenderer:
@@ -421,15 +489,25 @@ class TraceRenderer:
         return s
 
     # ---- the stream ------------------------------------------------------------------------
-    def feed(self, ops: Sequence[Any], codes: Any = b"", vals: Any = b"", lens: Any = b"") -> list[str]:
+    def feed(self, ops: Sequence[Any], codes: Any = b"", vals: Any = b"", lens: Any = b"",
+             table_codes: Any = b"", table_vals: Any = b"", table_lens: Any = b"",
+             slots: Any = b"") -> list[str]:
         """Apply one chunk of the event stream; returns the lines it completed, in order.
 
         ``codes`` / ``vals`` / ``lens`` are the chunk's trees (module docstring), as buffers
-        (``bytes``, ``array``) or NumPy arrays. Raises ``ValueError`` for a malformed chunk
-        (unknown tag, unknown record or ref, cut event, trees that do not match the events).
+        (``bytes``, ``array``) or NumPy arrays. With ``slots`` (int64, one per tree the events
+        name, in order), tree ``k`` is row ``slots[k]`` of the table ``table_codes`` /
+        ``table_vals`` / ``table_lens`` (the same layout: the engine's evaluation batches), or
+        the next of ``codes`` / ``vals`` / ``lens`` where ``slots[k] < 0``. Raises
+        ``ValueError`` for a malformed chunk (unknown tag, unknown record or ref, cut event,
+        trees that do not match the events).
         """
         try:
-            trees = self._batch_printer().print_chunk(codes, vals, lens) if len(lens) else []
+            printer = self._batch_printer()
+            trees = printer.print_chunk(codes, vals, lens) if len(lens) else []
+            if len(slots):
+                trees = _with_table_rows(printer, trees, table_codes, table_vals, table_lens,
+                                         slots)
             lines, used = self._feed(ops, trees)
         except (IndexError, KeyError, TypeError) as exc:
             raise ValueError(f"malformed trace event stream: {exc!r}") from None
@@ -471,7 +549,7 @@ class TraceRenderer:
                 ts = time_json(t)
                 _add(events, pref, mutate_json(ts, cref, type_, result, reason, True))
                 if rref is not None:
-                    _add(events, rref, f'{{"type":"death","time":{ts}}}')
+                    _death(events, heads, rref, ts)
             elif tag == OP_MUTATE:
                 pref, cref, selected, t, type_, result, reason = ops[i + 2:i + 9]
                 i += 9
@@ -491,7 +569,7 @@ class TraceRenderer:
             elif tag == OP_DEATH:
                 ref, t = ops[i + 2], ops[i + 3]
                 i += 4
-                _add(events, ref, f'{{"type":"death","time":{time_json(t)}}}')
+                _death(events, heads, ref, time_json(t))
             elif tag == OP_CROSSOVER_CHILDREN:
                 (p1, p2, c1, c1p, c1c, c1l, c2, c2p, c2c, c2l, d1, d2, t,
                  details) = ops[i + 2:i + 16]
@@ -505,11 +583,11 @@ class TraceRenderer:
                 for ref in (d1, d2):
                     if ref not in heads:
                         self._register_member(rec, ref)
-                _crossover_events(events, time_json(t), p1, p2, c1, c2, d1, d2, details)
+                _crossover_events(events, heads, time_json(t), p1, p2, c1, c2, d1, d2, details)
             elif tag == OP_CROSSOVER:
                 p1, p2, c1, c2, d1, d2, t, details = ops[i + 2:i + 10]
                 i += 10
-                _crossover_events(events, time_json(t), p1, p2, c1, c2, d1, d2, details)
+                _crossover_events(events, heads, time_json(t), p1, p2, c1, c2, d1, d2, details)
             elif tag == OP_TUNING:
                 old_ref, new_ref, optimized, t = ops[i + 2:i + 6]
                 i += 6
@@ -517,7 +595,7 @@ class TraceRenderer:
                 ts = time_json(t)
                 _add(events, old_ref, f'{{"type":"tuning","time":{ts},"child":{int(new_ref)},'
                                       f'"mutation":{{"type":"{kind}"}}}}')
-                _add(events, old_ref, f'{{"type":"death","time":{ts}}}')
+                _death(events, heads, old_ref, ts)
             elif tag == OP_START_ENTRY:
                 assert rec is not None
                 if rec.start_fields is None:
@@ -577,8 +655,9 @@ class TraceRenderer:
     def _finish(rec: _Record) -> str:
         members_json = ",".join("{" + f + "}" for _, f in rec.member_fields)
         events = rec.events
-        muts = ",".join(
-            f'"{ref}":{{"events":[{ev if ev.__class__ is str else ",".join(ev)}],{head}}}'
-            for ref, head, ev in ((r, h, events[r]) for r, h in rec.heads.items())
-        )
-        return f'{rec.head}"members":[{members_json}],"mutations":{{{muts}}}}}'
+        parts = []
+        add = parts.append
+        for ref, head in rec.heads.items():
+            ev = events[ref]
+            add(ev.text if ev.__class__ is _Sealed else _entry(ref, head, ev))
+        return f'{rec.head}"members":[{members_json}],"mutations":{{{",".join(parts)}}}}}'

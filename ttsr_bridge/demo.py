@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             model.fit(X, y, variable_names=names)
             seconds = time.perf_counter() - t0
             best = model.get_best()
-            recovered = bool(equivalent(best["tree"], truth, names))
+            recovered = bool(equivalent(best["tree"], truth, names, domains=problem.domains()))
             eq = to_infix(best["tree"], names)
             print(f"  {engine:8s} {'RECOVERED' if recovered else 'missed   '}  {eq}   "
                   f"(loss {best['loss']:.3g}, {model.num_evals_:.0f} evals, {seconds:.1f} s)")

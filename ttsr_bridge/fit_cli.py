@@ -50,6 +50,7 @@ class FitInput:
     formula: str | None = None
     binary_operators: tuple[str, ...] | None = None
     unary_operators: tuple[str, ...] | None = None
+    domains: dict[str, tuple[float, float]] | None = None  # variable ranges (problem files)
 
 
 def load_csv(path: Path, target: str) -> FitInput:
@@ -101,6 +102,7 @@ def load_problem(path: Path, name: str | None, seed: int) -> FitInput:
     return FitInput(
         X, y, tuple(problem.variable_names), f"{path}:{problem.name}", problem.formula,
         ops.names()[0] if ops is not None else None, ops.names()[1] if ops is not None else None,
+        problem.domains(),
     )
 
 
@@ -203,7 +205,8 @@ def summarize(model, fi: FitInput, seconds: float) -> dict:
 
         truth = parse_formula(fi.formula, list(fi.variable_names))
         summary["truth"] = fi.formula
-        summary["recovered"] = bool(equivalent(best["tree"], truth, list(fi.variable_names)))
+        summary["recovered"] = bool(equivalent(best["tree"], truth, list(fi.variable_names),
+                                               domains=fi.domains))
     return summary
 
 

@@ -229,3 +229,17 @@ def test_problems_from_mapping_default_operators():
          "problems": [{"name": "a", "formula": "x", "variables": {"x": [0, 1]}, "n_points": 3}]}
     )
     assert ps[0].operators.names() == (("+",), ())
+
+
+def test_domains_cover_training_and_held_out_ranges(tmp_path: Path) -> None:
+    """``Problem.domains``: what ``equivalent`` may assume of each variable (its sign)."""
+    from ttsr_bridge.bench.problems import load_problem_file
+
+    f = tmp_path / "p.yaml"
+    f.write_text("problems:\n  - {name: t, formula: 'log(x) + y', n_points: 10,\n"
+                 "     variables: {x: [0.5, 2], y: [-1, 1]},\n"
+                 "     test_variables: {x: [0.1, 3], y: [-1, 1]}}\n")
+    (p,) = load_problem_file(f)
+    assert p.domains() == {"x": (0.1, 3.0), "y": (-1.0, 1.0)}
+    (n7,) = [q for q in get_suite("nguyen") if q.name == "nguyen7"]
+    assert n7.domains() == {"x": (0.0, 2.0)}

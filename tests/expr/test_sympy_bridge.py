@@ -95,7 +95,116 @@ def test_worker_processes_using_equivalent_exit_cleanly():
         assert list(ex.map(_equivalence_in_worker, range(2), timeout=120)) == [True, True]
     finally:
         procs = list(ex._processes.values())
+        manager = ex._executor_manager_thread
         ex.shutdown(wait=False)
-    for p in procs:
-        p.join(timeout=60)
-        assert not p.is_alive(), "a worker hung on exit"
+    # The executor's manager thread joins (reaps) the workers after shutdown; joining them here
+    # as well would race it (a waitpid that loses gets ECHILD, and the worker then looks alive).
+    manager.join(timeout=60)
+    assert not manager.is_alive(), "a worker hung on exit"
+    assert all(p.exitcode is not None for p in procs)
+
+
+# ---- domains: sign assumptions from the variables' sampling ranges ------------------------------
+NGUYEN7 = "log(x + 1) + log(x**2 + 1)"
+
+
+@pytest.mark.parametrize(
+    "candidate, truth",
+    [
+        # Nguyen-7 written differently (true identities for every real x > -1: no domain needed)
+        ("log((x + 1) * (x * x + 1))", NGUYEN7),
+        ("log(x * (x * (x + 1) + 1) + 1)", NGUYEN7),
+        ("log(x + 1) + log(x * x + 1)", NGUYEN7),
+        # Nguyen-8 through exp/log (exp(a*log(x)) == x**a on SymPy's principal branch)
+        ("exp(log(x) * 0.5)", "sqrt(x)"),
+        ("exp(log(x) / 2.0)", "sqrt(x)"),
+        ("exp(0.5 * log(x))", "sqrt(x)"),
+        ("x / exp(log(x) * 0.5)", "sqrt(x)"),
+        ("exp(log(x) * 0.5000000001)", "sqrt(x)"),  # constant within tol of 1/2
+    ],
+)
+def test_equivalent_recognises_rewritings_with_and_without_domains(candidate, truth):
+    names = ["x"]
+    cand = parse_tree(candidate, names)
+    assert equivalent(cand, truth, names, timeout=None)
+    domain = {"x": (0.0, 2.0)} if truth == NGUYEN7 else {"x": (0.0, 4.0)}
+    assert equivalent(cand, truth, names, timeout=None, domains=domain)
+
+
+@pytest.mark.parametrize(
+    "candidate, truth, positive, spanning",
+    [
+        # identities that hold only where the variable is positive
+        ("exp(log(x * x) * 0.25)", "sqrt(x)", (0.0, 4.0), (-4.0, 4.0)),
+        ("log(x * x) * 0.5", "log(x)", (0.0, 4.0), (-4.0, 4.0)),
+        ("x", "sqrt(x**2)", (0.0, 4.0), (-4.0, 4.0)),
+        # log(x**2 + 2x + 1) == 2*log(x + 1) needs x + 1 > 0 (it is 2*log|x + 1| for real x)
+        ("(log((x + 1) * (x + 1)) * 0.5) + log((x * x) + 1)", NGUYEN7, (0.0, 2.0), (-3.0, 2.0)),
+    ],
+)
+def test_equivalent_positive_domain_enables_identities(candidate, truth, positive, spanning):
+    names = ["x"]
+    cand = parse_tree(candidate, names)
+    assert equivalent(cand, truth, names, timeout=None) is False  # default: x merely real
+    assert equivalent(cand, truth, names, timeout=None, domains={"x": positive})
+    assert equivalent(cand, truth, names, timeout=None, domains={"x": spanning}) is False
+
+
+def test_equivalent_negative_domain():
+    cand = parse_tree("x * -1.0", ["x"])
+    assert equivalent(cand, "sqrt(x**2)", ["x"], timeout=None, domains={"x": (-4.0, 0.0)})
+    assert not equivalent(cand, "sqrt(x**2)", ["x"], timeout=None, domains={"x": (-4.0, 4.0)})
+
+
+@pytest.mark.parametrize(
+    "candidate, truth, domains",
+    [
+        # false friends stay rejected with a positive domain
+        ("log(x + 1) + log(x * x)", NGUYEN7, {"x": (0.0, 2.0)}),
+        ("exp(log(x) * 0.51)", "sqrt(x)", {"x": (0.0, 4.0)}),
+        ("exp(log(x) * 0.5) + 1e-3", "sqrt(x)", {"x": (0.0, 4.0)}),
+        ("log(x + 1) * 2.0", NGUYEN7, {"x": (0.0, 2.0)}),
+        # log(a*b) vs log(a) + log(b): not blindly accepted when a, b can be negative
+        ("log(a * b)", "log(a) + log(b)", {"a": (-1.0, 1.0), "b": (-1.0, 1.0)}),
+        ("log(a * b)", "log(a) + log(b)", {"a": (-1.0, -0.1), "b": (-1.0, -0.1)}),
+        ("log(a * b)", "log(a) + log(b)", None),
+    ],
+)
+def test_equivalent_domains_still_reject_false_friends(candidate, truth, domains):
+    names = sorted({"x"} if "x" in candidate else {"a", "b"})
+    assert equivalent(parse_tree(candidate, names), truth, names, timeout=None, domains=domains) is False
+
+
+def test_equivalent_domains_accept_log_product_when_positive():
+    names = ["a", "b"]
+    cand = parse_tree("log(a * b)", names)
+    assert equivalent(cand, "log(a) + log(b)", names, timeout=None, domains={"a": (0.1, 1.0), "b": (0.0, 1.0)})
+    # one positive factor suffices: log(a*b) == log(a) + log(b) for a > 0 and any b (principal log)
+    assert equivalent(cand, "log(a) + log(b)", names, timeout=None, domains={"a": (0.1, 1.0), "b": (-1.0, 1.0)})
+
+
+def test_equivalent_domains_numeric_precheck_samples_inside_the_range():
+    # |x| == x on [0, 4]; the default pre-check (which also samples negative x) rejects it
+    # before SymPy, the domain-aware one does not.
+    names = ["x"]
+    x = sp.Symbol("x", real=True)
+    cand = parse_tree("sqrt(x * x)", names)
+    assert equivalent(cand, "x", names, timeout=None) is False
+    assert equivalent(cand, "x", names, timeout=None, domains={"x": (0, 4)})
+    assert equivalent(to_sympy(cand, names), x, names, timeout=None, domains={"x": [0, 4]})
+
+
+def test_equivalent_domains_in_the_worker_process():
+    names = ["x"]
+    cand = parse_tree("exp(log(x * x) * 0.25)", names)
+    assert equivalent(cand, "sqrt(x)", names, timeout=60.0, domains={"x": (0.0, 4.0)})
+    assert not equivalent(cand, "sqrt(x)", names, timeout=60.0, domains={"x": (-4.0, 4.0)})
+
+
+@pytest.mark.parametrize(
+    "domains",
+    [{"y": (0.0, 1.0)}, {"x": (1.0, 0.0)}, {"x": (0.0, float("inf"))}, {"x": (0.0,)}, {"x": "ab"}],
+)
+def test_equivalent_rejects_bad_domains(domains):
+    with pytest.raises(ValueError):
+        equivalent(parse_tree("x1"), "x", ["x"], timeout=None, domains=domains)

@@ -345,6 +345,12 @@ class Problem(_OperatorChoice):
             return self.test_sampling
         return Sampling(tuple(v.uniform() for v in self.variables), self.test_points)
 
+    def domains(self) -> dict[str, tuple[float, float]]:
+        """Each variable's range over training and held-out sampling (``equivalent``'s
+        ``domains``: a variable that is never negative there makes log/sqrt identities hold)."""
+        return {v.name: (min(v.low, t.low), max(v.high, t.high))
+                for v, t in zip(self.variables, self.held_out_sampling.variables)}
+
     def truth(self) -> Expr:
         """The ground truth as an ``Expr`` (feature ``k`` = ``variables[k]``)."""
         try:

@@ -59,8 +59,9 @@ class RecoveryWatcher:
     equivalent to ``truth``. ``found`` holds that member; ``checks`` counts SymPy checks."""
 
     def __init__(self, truth, names: Sequence[str], y: np.ndarray, *, tol: float = 1e-6,
-                 timeout: float = 5.0):
+                 timeout: float = 5.0, domains: dict[str, tuple[float, float]] | None = None):
         self.truth = truth
+        self.domains = domains
         self.names = list(names)
         self.tol = tol
         self.timeout = timeout
@@ -78,7 +79,8 @@ class RecoveryWatcher:
         hit = self._seen.get(key)
         if hit is None:
             self.checks += 1
-            hit = bool(equivalent(tree, self.truth, self.names, tol=self.tol, timeout=self.timeout))
+            hit = bool(equivalent(tree, self.truth, self.names, tol=self.tol, timeout=self.timeout,
+                                  domains=self.domains))
             self._seen[key] = hit
         return hit
 
@@ -120,7 +122,7 @@ def check_problem(problem, *, time_limit: float, seed: int, max_evals: int | Non
                               niterations=niterations, timeout_in_seconds=time_limit,
                               max_evals=max_evals, random_state=seed)
     truth = problem.truth()
-    watcher = RecoveryWatcher(truth, names, y, timeout=sympy_timeout)
+    watcher = RecoveryWatcher(truth, names, y, timeout=sympy_timeout, domains=problem.domains())
     t0 = time.perf_counter()
     res = equation_search(X, y, cfg, variable_names=names, callback=watcher)
     seconds = time.perf_counter() - t0

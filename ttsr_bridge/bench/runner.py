@@ -251,9 +251,11 @@ def _recovered(result, problem: BenchProblem, config: BenchConfig) -> bool | Non
         return None
     truth = problem.truth()
     names = list(problem.variable_names)
+    domains = problem.domains()
     for cand in result.candidates:
         try:
-            if equivalent(cand, truth, names, tol=config.equivalence_tol, timeout=config.equivalence_timeout):
+            if equivalent(cand, truth, names, tol=config.equivalence_tol,
+                          timeout=config.equivalence_timeout, domains=domains):
                 return True
         except Exception:  # an odd candidate is "not recovered", not a failed run
             continue

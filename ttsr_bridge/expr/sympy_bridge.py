@@ -7,6 +7,11 @@ after rounding near-integer / small-rational constants, ``simplify(a - b) == 0``
 candidates first; the symbolic part runs in a worker process with a timeout, because
 ``simplify`` can run for minutes (a timeout counts as "not equivalent").
 
+With ``domains`` (each variable's sampling range), a variable whose range lies in ``x >= 0``
+(``x <= 0``) becomes a positive (negative) SymPy symbol, so that identities that hold only there
+are recognised (``log(x**2)/2 == log(x)``, ``exp(log(x*x)/4) == sqrt(x)``,
+``2*log(x + 1) == log(x**2 + 2*x + 1)``), and the numeric pre-check samples inside the ranges.
+
 SymPy is imported inside the functions so that ``import ttsr_bridge.expr`` stays light.
 """
 
@@ -18,7 +23,7 @@ import math
 import multiprocessing
 import multiprocessing.util
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import TYPE_CHECKING, Union
 
@@ -166,8 +171,9 @@ def round_constants(sym, tol: float = 1e-6):
 SymOrExpr = Union[Expr, "sympy.Basic", str]
 
 
-def _symbolic_equal(a, b, tol: float) -> bool:
-    """The symbolic test proper (runs in the worker)."""
+def _symbolic_equal(a, b, tol: float, logs: bool = False) -> bool:
+    """The symbolic test proper (runs in the worker). ``logs``: when ``simplify`` alone fails,
+    also compare after :func:`_log_normal` (used when symbols carry sign assumptions)."""
     import sympy as sp
 
     a = round_constants(a, tol)
@@ -177,6 +183,10 @@ def _symbolic_equal(a, b, tol: float) -> bool:
     diff = sp.simplify(a - b)
     if diff == 0 or _negligible(diff, tol):
         return True
+    if logs and diff.has(sp.log):
+        diff = sp.simplify(_log_normal(diff))
+        if diff == 0 or _negligible(diff, tol):
+            return True
     if b == 0:
         return False
     ratio = sp.simplify(a / b)
@@ -184,6 +194,16 @@ def _symbolic_equal(a, b, tol: float) -> bool:
         return True
     # A constant ratio within tol of 1 (e.g. 12.566370614492316 / (4*pi)).
     return bool(ratio.is_number and abs(complex(ratio.evalf()) - 1) <= tol)
+
+
+def _log_normal(e):
+    """``e`` with each log's argument factored and the logs expanded as far as the symbols'
+    assumptions allow (``force=False``: ``log(a*b) -> log(a) + log(b)`` only where SymPy can
+    prove it, e.g. for positive factors): ``log(x**2 + 2*x + 1) -> 2*log(x + 1)`` for x > 0."""
+    import sympy as sp
+
+    e = e.replace(lambda n: isinstance(n, sp.log), lambda n: sp.log(sp.factor(n.args[0])))
+    return sp.expand_log(e, deep=True, force=False)
 
 
 def _negligible(diff, tol: float) -> bool:
@@ -198,8 +218,8 @@ def _negligible(diff, tol: float) -> bool:
     return sp.simplify(d.xreplace(small)) == 0
 
 
-def _worker_check(a, b, tol: float) -> bool:
-    return _symbolic_equal(a, b, tol)
+def _worker_check(a, b, tol: float, logs: bool = False) -> bool:
+    return _symbolic_equal(a, b, tol, logs)
 
 
 def _worker_ready() -> bool:
@@ -256,10 +276,10 @@ if _register_thread_exit is not None:
 multiprocessing.util.Finalize(None, _kill_pool, exitpriority=100)
 
 
-def _run_with_timeout(a, b, tol: float, timeout: float | None) -> bool:
+def _run_with_timeout(a, b, tol: float, timeout: float | None, logs: bool = False) -> bool:
     if timeout is None:
-        return _symbolic_equal(a, b, tol)
-    future = _get_pool().submit(_worker_check, a, b, tol)
+        return _symbolic_equal(a, b, tol, logs)
+    future = _get_pool().submit(_worker_check, a, b, tol, logs)
     try:
         return bool(future.result(timeout=timeout))
     except cf.TimeoutError:
@@ -280,9 +300,15 @@ def _as_sympy(x: SymOrExpr, names: Sequence[str]):
     return x
 
 
-def _numeric_mismatch(candidate: SymOrExpr, truth: SymOrExpr, names: Sequence[str]) -> bool:
+def _numeric_mismatch(
+    candidate: SymOrExpr,
+    truth: SymOrExpr,
+    names: Sequence[str],
+    domains: Mapping[str, tuple[float, float]] | None = None,
+) -> bool:
     """True when the two expressions clearly differ on random points (only checked when both
-    are trees; points where either side is not finite are ignored, e.g. outside a log's domain)."""
+    are trees; points where either side is not finite are ignored, e.g. outside a log's domain).
+    A variable named in ``domains`` is drawn from its range only."""
     if isinstance(truth, str):
         from .parser import ParseError, parse_formula
 
@@ -299,6 +325,10 @@ def _numeric_mismatch(candidate: SymOrExpr, truth: SymOrExpr, names: Sequence[st
     X = np.concatenate(
         [rng.uniform(0.5, 3.0, size=(48, nfeat)), rng.uniform(-3.0, 3.0, size=(16, nfeat))]
     )
+    for k, name in enumerate(names):
+        if domains is not None and name in domains:
+            low, high = domains[name]
+            X[:, k] = rng.uniform(low, high, size=len(X))
     with np.errstate(all="ignore"):
         a = evaluate(candidate, X)
         b = evaluate(truth, X)
@@ -316,6 +346,7 @@ def equivalent(
     *,
     tol: float = 1e-6,
     timeout: float | None = 5.0,
+    domains: Mapping[str, tuple[float, float]] | None = None,
 ) -> bool:
     """PySR-style exact recovery: True when ``candidate`` equals ``truth`` symbolically after
     rounding constants within ``tol`` (:func:`round_constants`).
@@ -323,10 +354,63 @@ def equivalent(
     ``candidate``/``truth`` are :class:`Expr`, SymPy expressions, or (truth) a SymPy-syntax
     formula over ``names`` read by :func:`.parser.parse_formula`. A numeric pre-check on random
     points rejects clear mismatches without SymPy. The symbolic test runs in a worker process
-    and gives False after ``timeout`` seconds (``timeout=None``: in this process, no limit)."""
+    and gives False after ``timeout`` seconds (``timeout=None``: in this process, no limit).
+
+    ``domains`` (optional) maps variable names to their sampling range ``(low, high)``: the
+    expressions need only agree there. A variable with ``low >= 0`` is taken as positive
+    (``high <= 0``: negative) — ``x = 0`` is a single point of a continuous range, and SymPy
+    already ignores such points (``x/x == 1``) — so log and power identities that need positive
+    arguments apply (``log(x*x)/2 == log(x)``, ``exp(log(x*x)/4) == sqrt(x)``); a range that
+    spans 0 leaves the variable merely real. The numeric pre-check then samples inside the
+    ranges. Without ``domains`` the behaviour is as before."""
     names = list(names)
-    if _numeric_mismatch(candidate, truth, names):
+    checked = _check_domains(domains, names)
+    if _numeric_mismatch(candidate, truth, names, checked):
         return False
     a = _as_sympy(candidate, names)
     b = _as_sympy(truth, names)
-    return _run_with_timeout(a, b, tol, timeout)
+    if checked:
+        a = _with_domains(a, checked)
+        b = _with_domains(b, checked)
+    return _run_with_timeout(a, b, tol, timeout, logs=bool(checked))
+
+
+def _check_domains(
+    domains: Mapping[str, tuple[float, float]] | None, names: Sequence[str]
+) -> dict[str, tuple[float, float]] | None:
+    """``domains`` as ``{name: (low, high)}`` floats; ValueError for unknown names, bounds that
+    are not finite numbers, or ``low > high``."""
+    if domains is None:
+        return None
+    out: dict[str, tuple[float, float]] = {}
+    for name, bounds in domains.items():
+        if name not in names:
+            raise ValueError(f"domains: {name!r} is not one of the variables {list(names)}")
+        try:
+            low, high = (float(v) for v in bounds)
+        except (TypeError, ValueError):
+            raise ValueError(f"domains: {name!r} needs (low, high), got {bounds!r}") from None
+        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+            raise ValueError(f"domains: {name!r} needs finite low <= high, got {bounds!r}")
+        out[name] = (low, high)
+    return out
+
+
+def _with_domains(sym, domains: Mapping[str, tuple[float, float]]):
+    """``sym`` with each free symbol named in ``domains`` replaced by one that carries the
+    range's sign: positive for ``low >= 0``, negative for ``high <= 0``, else real."""
+    import sympy as sp
+
+    replacements = {}
+    for s in sym.free_symbols:
+        bounds = domains.get(s.name)
+        if bounds is None:
+            continue
+        low, high = bounds
+        if low >= 0:
+            replacements[s] = sp.Symbol(s.name, positive=True)
+        elif high <= 0:
+            replacements[s] = sp.Symbol(s.name, negative=True)
+        else:
+            replacements[s] = sp.Symbol(s.name, real=True)
+    return sym.xreplace(replacements) if replacements else sym

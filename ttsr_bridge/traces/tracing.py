@@ -293,29 +293,52 @@ class TraceWriter:
 
 def _pack_trees(trees: list[Any], tables: list[tuple[int, Any, Any, Any]]) -> tuple[bytes, ...]:
     """The chunk's trees as machine arrays: (codes int64, vals float64, lengths int64) of the
-    trees sent by reference, and — when some are rows of tree tables — the tables' (codes,
-    vals, lengths) and one slot per tree (int64: its table row, or -1 for the next tree sent
-    by reference)."""
-    if tables and any(t.__class__ is int for t in trees):
-        first = tables[0][0]
-        rows = [t - first if t.__class__ is int else -1 for t in trees]
-        if min(r for r, t in zip(rows, trees) if t.__class__ is int) < 0:
-            raise ValueError("a trace event names a row of a tree table no longer held")
-        slots = struct.pack(f"{len(rows)}q", *rows)
-        trees = [t for t in trees if t.__class__ is not int]
+    trees sent by reference, and — when some are rows of tree tables — the tables' (codes
+    int16 where they fit else int64, the constants' vals, lengths) and one slot per tree (int64:
+    its table row, or -1 for the next tree sent by reference)."""
+    table: tuple[bytes, ...] = ()
+    if tables:
         import numpy as np
 
-        table = (np.concatenate([t[1] for t in tables]).tobytes(),
-                 np.concatenate([t[2] for t in tables]).tobytes(),
-                 np.concatenate([np.diff(t[3]) for t in tables]).tobytes(), slots)
-    else:
-        table = ()
+        ids = np.array([t if t.__class__ is int else -1 for t in trees], np.int64)
+        named = ids >= 0
+        if named.any():
+            first = tables[0][0]
+            ids[named] -= first
+            if int(ids[named].min()) < 0:
+                raise ValueError("a trace event names a row of a tree table no longer held")
+            if not named.all():
+                trees = [t for t in trees if t.__class__ is not int]
+            else:
+                trees = []
+            table = _pack_tables(tables) + (ids.tobytes(),)
     codes = [t.codes for t in trees]
     lens = [len(c) for c in codes]
     n = sum(lens)
     return (struct.pack(f"{n}q", *chain.from_iterable(codes)),
             struct.pack(f"{n}d", *chain.from_iterable([t.vals for t in trees])),
             struct.pack(f"{len(lens)}q", *lens), *table)
+
+
+def _pack_tables(tables: list[tuple[int, Any, Any, Any]]) -> tuple[bytes, bytes, bytes]:
+    """The tables' trees laid end to end: (codes, constants' vals, lengths), compact on the wire
+    (a quarter of the bytes): codes as int16 when they fit, and only the constants' values (a
+    node's value is read only where its code is 0)."""
+    import numpy as np
+
+    codes = np.concatenate([t[1] for t in tables])
+    vals = np.concatenate([t[2] for t in tables])
+    offsets = [t[3] for t in tables]
+    # every table's lengths from one diff of the offsets laid end to end (minus the steps
+    # from one table's end to the next one's 0)
+    lens = np.diff(np.concatenate(offsets))
+    if len(offsets) > 1:
+        lens = np.delete(lens, np.cumsum([len(o) for o in offsets[:-1]]) - 1)
+    if len(codes) and -32768 <= int(codes.min()) and int(codes.max()) <= 32767:
+        wire = codes.astype(np.int16)
+    else:
+        wire = codes
+    return wire.tobytes(), vals[codes == 0].tobytes(), lens.tobytes()
 
 
 class IterationTrace:

@@ -150,8 +150,13 @@ class InlineSink:
 
 def encode_message(kind: int, payload: Any) -> bytes:
     """One frame: the length header and the pickled ``(kind, payload)``."""
+    return b"".join(_encode_parts(kind, payload))
+
+
+def _encode_parts(kind: int, payload: Any) -> tuple[bytes, bytes]:
+    """A frame as (header, data): written one after the other, never copied into one."""
     data = pickle.dumps((kind, payload), _PICKLE_PROTOCOL)
-    return len(data).to_bytes(_HEADER_BYTES, "little") + data
+    return len(data).to_bytes(_HEADER_BYTES, "little"), data
 
 
 class _PlainUnpickler(pickle.Unpickler):
@@ -222,12 +227,13 @@ class ProcessSink:
 
         if len(OPERATORS) != self._ops_known:  # first chunk, or operators registered since
             self._ops_known = len(OPERATORS)
-            self._write(encode_message(MSG_FORMS, operator_forms()))
-        self._write(encode_message(MSG_OPS, (ops, *(bytes(b) for b in trees))))
+            self._write(_encode_parts(MSG_FORMS, operator_forms()))
+        self._write(_encode_parts(MSG_OPS, (ops, *(bytes(b) for b in trees))))
 
-    def _write(self, frame: bytes) -> None:
+    def _write(self, parts: tuple[bytes, bytes]) -> None:
         try:
-            self._feeder.put(frame)
+            for part in parts:
+                self._feeder.put(part)
         except OSError as exc:  # BrokenPipeError: the writer died
             self.abort()
             raise TraceWriterError(self._failure("the trace writer process stopped")) from exc

@@ -374,9 +374,8 @@ def _with_table_rows(printer: Any, own: list[str], codes: Any, vals: Any, lens: 
     import numpy as np
 
     slots = np.frombuffer(slots, np.int64) if not isinstance(slots, np.ndarray) else slots
-    codes = np.frombuffer(codes, np.int64) if not isinstance(codes, np.ndarray) else codes
-    vals = np.frombuffer(vals, np.float64) if not isinstance(vals, np.ndarray) else vals
     lens = np.frombuffer(lens, np.int64) if not isinstance(lens, np.ndarray) else lens
+    codes, vals = _table_nodes(codes, vals, int(lens.sum()) if (lens >= 0).all() else -1)
     from_table = slots >= 0
     rows = slots[from_table]
     if int(np.count_nonzero(~from_table)) != len(own):
@@ -399,6 +398,30 @@ def _with_table_rows(printer: Any, own: list[str], codes: Any, vals: Any, lens: 
     out[from_table] = printed
     out[~from_table] = own
     return out.tolist()
+
+
+def _table_nodes(codes: Any, vals: Any, n: int) -> tuple[Any, Any]:
+    """A tree table's ``(codes int64, vals float64)`` of ``n`` nodes from the wire: codes as
+    int64 or int16 (told apart by their size), vals for every node or for the constants
+    (``code == 0``) only."""
+    import numpy as np
+
+    if not isinstance(codes, np.ndarray):
+        size = len(memoryview(codes).cast("B"))
+        if n < 0 or size not in (2 * n, 8 * n):
+            raise ValueError("malformed trace event stream: table codes do not match its lengths")
+        codes = np.frombuffer(codes, np.int16 if size == 2 * n and n else np.int64)
+    codes = codes.astype(np.int64, copy=False)
+    if not isinstance(vals, np.ndarray):
+        vals = np.frombuffer(vals, np.float64)
+    if len(vals) == len(codes):
+        return codes, vals
+    const = codes == 0
+    if len(vals) != int(np.count_nonzero(const)):
+        raise ValueError("malformed trace event stream: table values do not match its constants")
+    full = np.zeros(len(codes))
+    full[const] = vals
+    return codes, full
 
 
 class TraceRenderer:

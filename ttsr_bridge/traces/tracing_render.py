@@ -568,7 +568,18 @@ class TraceRenderer:
                 else:
                     tj = trees[k]
                     k += 1
-                _register(rec, cref, tj, cost, loss, parent)
+                if cref not in heads:  # _register, inlined: the writer's hottest path
+                    rtrees[cref] = tj
+                    try:
+                        cs, ls = _float_repr(cost), _float_repr(loss)
+                        if cs[-1] > "9":
+                            cs = _NONFINITE[cs]
+                        if ls[-1] > "9":
+                            ls = _NONFINITE[ls]
+                    except TypeError:  # not a float (an int, a NumPy float32)
+                        cs, ls = jfloat(cost), jfloat(loss)
+                    heads[cref] = f'"tree":{tj},"cost":{cs},"loss":{ls},"parent":{int(parent)}'
+                    events[cref] = ""
                 ts = time_json(t)
                 _add(events, pref, mutate_json(ts, cref, type_, result, reason, True))
                 if rref is not None:

@@ -79,17 +79,34 @@ def test_cache_binding_steps_truncates_and_rebuilds_in_place(both_versions):
             c[rows] = new
         return out[0][:, 0]
 
-    for slot, rows, drop in ((np.arange(5), np.arange(5), None), (np.arange(3), np.arange(3), "truncate"),
-                             (np.arange(2), np.array([0, 2]), "rebuild")):
-        if drop == "truncate":
+    for slot, rows, drop in ((np.arange(5), np.arange(5), None), (np.array([0, 1, 2, 4]), np.array([0, 1, 2, 4]), "retire"),
+                             (np.arange(3), np.arange(3), "truncate"), (np.arange(2), np.array([0, 2]), "rebuild")):
+        if drop == "retire":  # slot 3's row has finished: it is computed as a 1-token row, the others unchanged
+            binding.retire(np.array([3]))
+        elif drop == "truncate":
             binding.truncate(3)
         elif drop == "rebuild":
             binding.rebuild(np.array([0, 2]))
         tok = rng.integers(0, prop.tokenizer.vocab_size, size=len(rows)).astype(np.int64)
         got = binding.step(slot, tok, pos[rows])
-        assert binding.batch == len(slot)
+        assert binding.batch == (5 if drop == "retire" else len(slot))  # a retired slot stays until dropped
         assert float(np.abs(got - plain_step(rows, tok, pos[rows])).max()) <= 1e-5
         pos[rows] += 1
+
+
+def test_fill_row_caches_copies_prefix_and_each_rows_prompt():
+    from ttsr_bridge.propose.onnx_proposer import _fill_row_caches
+
+    rng = np.random.default_rng(3)
+    prefix = rng.normal(size=(4, 2, 5, 8)).astype(np.float32)  # (2 · layers, heads, P, D)
+    packed = rng.normal(size=(4, 2, 30, 8)).astype(np.float32)  # (2 · layers, heads, tokens, D)
+    starts, lengths = np.array([0, 12, 7]), np.array([7, 18, 5])
+    out = np.full((4, 3, 2, 26, 8), np.nan, np.float32)
+    _fill_row_caches(out, prefix, packed, starts, lengths)
+    for r, (a, n) in enumerate(zip(starts, lengths)):
+        np.testing.assert_array_equal(out[:, r, :, :5], prefix)
+        np.testing.assert_array_equal(out[:, r, :, 5:5 + n], packed[:, :, a:a + n])
+        assert np.isnan(out[:, r, :, 5 + n:]).all()  # the rest is left unwritten
 
 
 def test_v3_sampling_is_deterministic_and_valid(both_versions):

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from ..expr.tree import Expr
 from ..model.export import GRAPH_VERSIONS, to_context
@@ -250,8 +251,8 @@ class _CacheBinding:
     reference and updated in place; ``total_sequence_length`` is the buffer length (each row's
     own length comes from ``seqlens_k``), so its all-true mask never changes shape either.
 
-    A batch slot whose row has finished keeps being computed (its last position rewritten)
-    until it is dropped: trailing slots by :meth:`truncate` (a view, no copy: the batch is the
+    A batch slot whose row has finished keeps being computed, as a one-token row
+    (:meth:`retire`), until it is dropped: trailing slots by :meth:`truncate` (a view, no copy: the batch is the
     buffers' outer axis), scattered ones by :meth:`rebuild` (a copy of the live caches)."""
 
     def __init__(self, session, past_names: list[str], caches: list[np.ndarray], pos: np.ndarray, vocab: int):
@@ -291,6 +292,14 @@ class _CacheBinding:
         self.seqlens[slot] = pos  # the row's total length after this token − 1
         self._session.run_with_iobinding(self._io)
         return self.logits[slot, 0]
+
+    def retire(self, slot: np.ndarray) -> None:
+        """Batch slots ``slot`` hold finished rows: until they are dropped they are computed as
+        one-token rows (length 1, position 0: their attention reads one key instead of the
+        whole cache). Each rewrites its cache's first position: a retired slot's cache is
+        never read again."""
+        self.pos[slot, 0] = 0
+        self.seqlens[slot] = 0
 
     def truncate(self, n: int) -> None:
         """Keep the first ``n`` slots (views of the same buffers)."""
@@ -370,6 +379,7 @@ class OnnxProposer:
         self._context_names = [f"context_{kind}_{i}" for i in range(self.num_layers) for kind in ("key", "value")]
         self._past_names = [f"past_{kind}_{i}" for i in range(self.num_layers) for kind in ("key", "value")]
         self._prefixes: dict[tuple[int, ...], tuple[list[np.ndarray], dict[str, np.ndarray]]] = {}
+        self._stacked: dict[int, tuple[list[np.ndarray], np.ndarray]] = {}  # see _stacked_prefix
         self._arity = self.tokenizer.arity.astype(np.int64)
         self._max_child_nodes = int(self.sidecar["max_child_len"]) - 1  # the child's tokens + <eos>
         self._last_context: tuple[Any, list[int]] | None = None  # (ProblemContext, its encoded prefix)
@@ -688,28 +698,38 @@ class OnnxProposer:
             logits, presents = self._run_v3(pk.ids[None, lo:hi], pk.pos[None, lo:hi],
                                             pk.span_mask(lo, hi, p)[None, None], prefix_kv)
             pk.keep_last(logits[0], lo, hi)
-            return [t[0, :, p:] for t in presents]  # the span's own keys/values (heads, span, D)
+            return np.stack([t[0, :, p:] for t in presents])  # the span's own keys/values (2L, heads, span, D)
 
         spans = self._prefill_spans(pk.starts, pk.lengths)
         parts = self._map(run_span, spans) if parallel else [run_span(x) for x in spans]
-        packed = [np.concatenate(ts, axis=1) if len(ts) > 1 else ts[0] for ts in zip(*parts)]  # (heads, tokens, D)
+        # (2 · layers, heads, tokens, D): every packed prompt token's keys and values.
+        packed = np.concatenate(parts, axis=2) if len(parts) > 1 else parts[0]
         which = pk.which[order]
         lengths = pk.lengths[which]
         width = int(lengths.max())
-        # Room for the longest prompt and child (+1: a finished row's slot rewrites one more position).
+        # Room for the longest prompt and child (+1: margin for a finished row's slot).
         # Positions never written cost nothing but address space.
         m = p + width + max(self._budget(r) for r in reqs) + 1
-        # Each slot gets its own prompt's tokens only (positions past a row's length are never
-        # attended: they stay unwritten). Slice copies: faster than one padded gather.
-        spans = [(int(a), int(a + n)) for a, n in zip(pk.starts[which], lengths)]
-        caches = []
-        for pre, own in zip(prefix_kv, packed):
-            c = np.empty((len(lengths), self.num_heads, m, self.head_dim), np.float32)
-            c[:, :, :p] = pre[0]
-            for row, (a, b) in enumerate(spans):
-                c[row, :, p:p + b - a] = own[:, a:b]
-            caches.append(c)
+        # Each slot gets the prefix and its own prompt's tokens only (positions past a row's
+        # length are never attended: they stay unwritten), in one compiled pass. One buffer
+        # holds every layer's keys and values: each is a contiguous (rows, heads, M, D) view.
+        caches = np.empty((len(prefix_kv), len(lengths), self.num_heads, m, self.head_dim), np.float32)
+        _fill_row_caches(caches, self._stacked_prefix(prefix_kv), packed, pk.starts[which], lengths)
+        caches = list(caches)
         return pk.last[which], caches, p + lengths
+
+    def _stacked_prefix(self, prefix_kv: list[np.ndarray]) -> np.ndarray:
+        """A version 3 prefix cache (per layer key and value ``(1, heads, P, D)``) as one
+        ``(2 · layers, heads, P, D)`` array (made once per prefix, kept with it)."""
+        key = id(prefix_kv)
+        hit = self._stacked.get(key)
+        if hit is None or hit[0] is not prefix_kv:
+            hit = (prefix_kv, np.stack([t[0] for t in prefix_kv]))
+            with self._lock:
+                if len(self._stacked) >= _PREFIX_CACHE_SIZE:
+                    self._stacked.pop(next(iter(self._stacked)))
+                self._stacked[key] = hit
+        return hit[1]
 
     def _decode_v3(self, group: _Group, reqs: list[ProposalRequest], order: np.ndarray, logits: np.ndarray,
                    caches: list[np.ndarray], next_pos: np.ndarray,
@@ -735,6 +755,9 @@ class OnnxProposer:
             if keep is not None:
                 if not len(keep):
                     break
+                gone = np.ones(len(slot), bool)
+                gone[keep] = False
+                binding.retire(slot[gone])
                 rows, tok, slot = rows.select(keep), tok[keep], slot[keep]
                 live_span = int(slot[-1]) + 1
                 if len(slot) <= _COMPACT_AT * live_span:
@@ -757,6 +780,22 @@ class OnnxProposer:
                                    probability_negate=self.probability_negate)
 
         return self.tokenizer.decode_child(tokens, req.parent, const_value)
+
+
+@njit(cache=True, nogil=True)  # nogil: the other proposer thread runs meanwhile
+def _fill_row_caches(out, prefix, packed, starts, lengths):
+    """Graph version 3 per-row caches: ``out[j, r, :, :P]`` = ``prefix[j]`` (the context
+    prefix, ``(heads, P, D)``), then ``out[j, r, :, P:P + lengths[r]]`` = ``packed[j, :,
+    starts[r]:starts[r] + lengths[r]]`` (row ``r``'s prompt among the packed tokens); the rest
+    is left as it is. ``j`` runs over every layer's key and value."""
+    n_tensors, rows, heads = out.shape[0], out.shape[1], out.shape[2]
+    p = prefix.shape[2]
+    for j in range(n_tensors):
+        for r in range(rows):
+            a, n = starts[r], lengths[r]
+            for h in range(heads):
+                out[j, r, h, :p] = prefix[j, h]
+                out[j, r, h, p:p + n] = packed[j, h, a:a + n]
 
 
 def _new_session(path: Path, intra_op_threads: int, providers: list[str]):

@@ -31,7 +31,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import weakref
 from collections import deque
 from pathlib import Path
@@ -60,64 +59,69 @@ _PIPE_BYTES = 1 << 20  # lets the search run a few chunks ahead of a busy writer
 _QUEUE_BYTES = 64 << 20
 
 
-class _PipeFeeder:
-    """Writes frames to the writer's pipe from a thread of the search process.
+class _PipeBacklog:
+    """Writes frames to the writer's pipe from the search's own thread, never waiting for it.
 
-    ``os.write`` releases the GIL, so the search goes on computing while a busy writer drains
-    the pipe — notably during the writer's start-up (a fifth of a second of imports, in which a
-    search fills the pipe many times over). Frames queue here up to :data:`_QUEUE_BYTES`.
-    The thread holds no reference to the sink (so the sink's finalizer still runs).
+    The pipe is non-blocking: a frame goes in as far as the pipe has room, the rest waits here
+    and goes in on the next :meth:`put` (the search sends a chunk every few milliseconds) —
+    notably while the writer starts (a fifth of a second of imports). Only past
+    :data:`_QUEUE_BYTES` of backlog, and in :meth:`finish`, does the search wait for the
+    writer. No thread: a feeder thread cost the search more than the writes themselves (it
+    took the interpreter's lock back after every frame it wrote).
     """
 
     def __init__(self, fd: int) -> None:
-        self._frames: deque[bytes | None] = deque()
-        self._cond = threading.Condition()
+        os.set_blocking(fd, False)
+        self._fd = fd
+        self._frames: deque[memoryview] = deque()
         self._queued = 0
         self.error: OSError | None = None
-        self._thread = threading.Thread(target=self._run, args=(fd,), name="ttsr-trace-feeder",
-                                        daemon=True)
-        self._thread.start()
 
     def put(self, frame: bytes) -> None:
-        """Queue one frame (waits while too much is queued); raises the thread's error."""
-        with self._cond:
-            while self._queued > _QUEUE_BYTES and self.error is None:
-                self._cond.wait()
-            if self.error is not None:
-                raise self.error
-            self._frames.append(frame)
-            self._queued += len(frame)
-            self._cond.notify_all()
+        """Queue one frame and write what the pipe takes; raises the pipe's error."""
+        if self.error is not None:
+            raise self.error
+        self._frames.append(memoryview(frame))
+        self._queued += len(frame)
+        self._drain(until=_QUEUE_BYTES)
 
     def finish(self, timeout: float | None = None) -> None:
-        """Let the thread write what is queued, then stop it."""
-        with self._cond:
-            self._frames.append(None)
-            self._cond.notify_all()
-        self._thread.join(timeout)
-
-    def _run(self, fd: int) -> None:
-        cond, frames = self._cond, self._frames
-        while True:
-            with cond:
-                while not frames:
-                    cond.wait()
-                frame = frames.popleft()
-            if frame is None:
-                return
+        """Write everything queued, waiting for the writer (at most ``timeout`` seconds)."""
+        if self.error is None:
             try:
-                view = memoryview(frame)
-                while view:
-                    view = view[os.write(fd, view):]
-            except OSError as exc:  # BrokenPipeError: the writer died
-                with cond:
-                    self.error = exc
-                    frames.clear()
-                    cond.notify_all()
-                return
-            with cond:
-                self._queued -= len(frame)
-                cond.notify_all()
+                self._drain(until=0, timeout=timeout)
+            except OSError:
+                pass  # kept in ``error``: the caller checks it
+        self._frames.clear()
+
+    def _drain(self, until: int, timeout: float | None = None) -> None:
+        """Write queued frames; wait for room only while more than ``until`` bytes are queued."""
+        import select
+        import time
+
+        frames, fd = self._frames, self._fd
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while frames:
+                view = frames[0]
+                try:
+                    n = os.write(fd, view)
+                except BlockingIOError:
+                    if self._queued <= until:
+                        return
+                    wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    if not select.select([], [fd], [], wait)[1] and wait is not None:
+                        return  # timed out
+                    continue
+                self._queued -= n
+                if n == len(view):
+                    frames.popleft()
+                else:
+                    frames[0] = view[n:]
+        except OSError as exc:  # BrokenPipeError: the writer died
+            self.error = exc
+            frames.clear()
+            raise
 
 
 class TraceWriterError(RuntimeError):
@@ -212,10 +216,10 @@ class ProcessSink:
         _grow_pipe(self._pipe.fileno())
         self.closed = False
         self._ops_known = -1
-        self._feeder = _PipeFeeder(self._pipe.fileno())
+        self._backlog = _PipeBacklog(self._pipe.fileno())
         # A writer never closed (a forgotten close, an interpreter exit) still gets its EOF.
         self._finalizer = weakref.finalize(self, _finalize, self._proc, self._pipe, self._stderr,
-                                           self._feeder)
+                                           self._backlog)
 
     # ---- sending ---------------------------------------------------------------------------
     def send(self, ops: list[Any], *trees: Any) -> None:
@@ -233,7 +237,7 @@ class ProcessSink:
     def _write(self, parts: tuple[bytes, bytes]) -> None:
         try:
             for part in parts:
-                self._feeder.put(part)
+                self._backlog.put(part)
         except OSError as exc:  # BrokenPipeError: the writer died
             self.abort()
             raise TraceWriterError(self._failure("the trace writer process stopped")) from exc
@@ -246,15 +250,15 @@ class ProcessSink:
         self.closed = True
         self._finalizer.detach()
         try:
-            self._feeder.finish()
+            self._backlog.finish()
             self._pipe.close()
             rc = self._proc.wait()
         except BaseException:  # e.g. a second Ctrl-C while waiting: stop the writer now
             _kill(self._proc)
-            self._feeder.finish(timeout=5.0)
+            self._backlog.finish(timeout=5.0)
             self._stderr.close()
             raise
-        if self._feeder.error is not None and rc == 0:
+        if self._backlog.error is not None and rc == 0:
             rc = -1  # the pipe broke although the process says it succeeded
         if rc != 0:
             message = self._failure(f"the trace writer process exited with status {rc}")
@@ -268,8 +272,8 @@ class ProcessSink:
             return
         self.closed = True
         self._finalizer.detach()
-        _kill(self._proc)  # first: a feeder blocked in a write gets EPIPE and stops
-        self._feeder.finish(timeout=5.0)
+        _kill(self._proc)  # first: what is still queued then fails at once (EPIPE)
+        self._backlog.finish(timeout=5.0)
         try:
             self._pipe.close()
         except OSError:
@@ -301,9 +305,9 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _finalize(proc: subprocess.Popen[bytes], pipe: IO[bytes], stderr: IO[bytes],
-              feeder: _PipeFeeder) -> None:
+              backlog: _PipeBacklog) -> None:
     try:
-        feeder.finish()
+        backlog.finish()
         pipe.close()
         proc.wait()
     except (OSError, KeyboardInterrupt):

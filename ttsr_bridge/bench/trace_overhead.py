@@ -120,6 +120,9 @@ def measure_overhead(
         traced: list[_Run] = []
         for _ in range(repeats):
             plain.append(_timed_search(X, y, cfg, None, None))
+            # A new file per run, as collect writes its shards: rewriting an existing file makes
+            # ext4 flush it on close (its replace-by-truncate heuristic), ~17 ms per 40 MB.
+            path.unlink(missing_ok=True)
             traced.append(_timed_search(X, y, cfg, path, background))
             if plain[-1].evals != traced[-1].evals:
                 raise RuntimeError(f"tracing changed the search: {plain[-1].evals} vs "

@@ -283,6 +283,8 @@ def run_iteration(state: SearchState) -> bool:
     _start_traces(state)
     s_r_cycle(state)
     stopped = state.out_of_budget()
+    if state.tracer is not None:
+        state.tracer.flush()  # the writer renders the cycles' events while constants are fitted
     optimize_and_simplify_population(state)
     _write_traces(state)
     for p in range(len(state.populations)):

@@ -207,6 +207,26 @@ class _Rows:
 
 
 @dataclass
+class _Sampled:
+    """What a decode loop has sampled, per request row of its group: the tokens (``out``),
+    each complete child's length, and ``ok`` False where the logits were not finite."""
+
+    out: np.ndarray  # (rows, longest budget) int64
+    lengths: np.ndarray  # (rows,) int64, set when the row's tree is complete
+    ok: np.ndarray  # (rows,) bool
+
+    @classmethod
+    def start(cls, budget: np.ndarray) -> _Sampled:
+        n = len(budget)
+        return cls(np.zeros((n, int(budget.max())), np.int64), np.zeros(n, np.int64), np.ones(n, bool))
+
+    def children(self) -> list[list[int] | None]:
+        """Each row's tokens, or ``None`` for a row whose logits failed."""
+        return [self.out[r, :self.lengths[r]].tolist() if self.ok[r] else None
+                for r in range(len(self.ok))]
+
+
+@dataclass
 class _Packed:
     """The distinct request parts of a group laid end to end (prefill input), all positions
     continuing the context prefix of length ``p`` (each prompt reads as in training)."""
@@ -596,21 +616,28 @@ class OnnxProposer:
             tokens = self._decode(group, reqs, logits, context, next_pos, which, rng)
         return [self._to_expr(t, r, rng) for t, r in zip(tokens, reqs)]
 
+    def _decode_start(self, group: _Group, reqs: list[ProposalRequest]) -> tuple[GrammarTable, np.ndarray, np.ndarray, _Sampled]:
+        """What every decode loop starts from: the group's grammar table, each request's node
+        budget and parent-constant count, and an empty :class:`_Sampled`."""
+        budget = np.array([self._budget(r) for r in reqs], np.int64)
+        n_consts = np.array([len(r.parent.constant_indices()) for r in reqs], np.int64)
+        return self._grammar_table(group.fields), budget, n_consts, _Sampled.start(budget)
+
     def _sample(self, logits: np.ndarray, table: GrammarTable, rows: _Rows, rng: np.random.Generator,
-                out: np.ndarray, k: int, ok_rows: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+                sampled: _Sampled, k: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Step ``k`` of a decode loop: one grammar-constrained token per active row, written to
-        ``out[:, k]``. Rows whose tree is complete get their length; rows with non-finite logits
-        are marked in ``ok_rows`` (their child becomes ``None``) and counted. Returns the tokens
-        and the positions of the rows that go on (``None``: all of them)."""
+        ``sampled.out[:, k]``. Rows whose tree is complete get their length; rows with
+        non-finite logits are marked not ok (their child becomes ``None``) and counted. Returns
+        the tokens and the positions of the rows that go on (``None``: all of them)."""
         tok, ok, keep = grammar_step(logits, table, rows.grammar, self._arity, self.temperature, self.top_k, rng)
-        out[rows.index, k] = tok
+        sampled.out[rows.index, k] = tok
         if keep.all():
             return tok, None
         if not ok.all():
-            ok_rows[rows.index[~ok]] = False
+            sampled.ok[rows.index[~ok]] = False
             with self._lock:
                 self.stats.bad_logits += int((~ok).sum())
-        lengths[rows.index[~keep]] = k + 1
+        sampled.lengths[rows.index[~keep]] = k + 1
         return tok, np.flatnonzero(keep)
 
     def _decode(self, group: _Group, reqs: list[ProposalRequest], logits: np.ndarray, context: _Context,
@@ -623,21 +650,17 @@ class OnnxProposer:
         prompts leave the context (every step attends all of it). The per-row state arrays are
         kept compacted to the active rows (a few small NumPy calls per step).
         """
-        table = self._grammar_table(group.fields)
+        table, budget, n_consts, sampled = self._decode_start(group, reqs)
         n = len(reqs)
-        budget = np.array([self._budget(r) for r in reqs], np.int64)
-        n_consts = np.array([len(r.parent.constant_indices()) for r in reqs], np.int64)
-        out = np.zeros((n, int(budget.max())), np.int64)
-        lengths = np.zeros(n, np.int64)
-        ok_rows = np.ones(n, bool)
-        visible, c = self._context_view(context, which, out.shape[1])
+        width = sampled.out.shape[1]
+        visible, c = self._context_view(context, which, width)
         served = n  # active rows when the context was last built
         context_feeds = self._context_feeds(context.tensors)
         past = self._empty(n)
         rows = _Rows(np.arange(n), GrammarState.start(table, budget, n_consts), next_pos, visible)
         k = 0  # child tokens so far, the same for every active row
         while True:
-            tok, keep = self._sample(logits, table, rows, rng, out, k, ok_rows, lengths)
+            tok, keep = self._sample(logits, table, rows, rng, sampled, k)
             k += 1
             if keep is not None:  # finished (or failed) rows leave the batch
                 if not len(keep):
@@ -646,13 +669,13 @@ class OnnxProposer:
                 past = [t.take(keep, axis=1) for t in past]  # contiguous (a boolean index is not)
                 if 2 * len(rows.index) <= served:
                     context = _shrink(context, which[rows.index])
-                    rows.visible, c = self._context_view(context, which[rows.index], out.shape[1])
+                    rows.visible, c = self._context_view(context, which[rows.index], width)
                     context_feeds = self._context_feeds(context.tensors)
                     served = len(rows.index)
             step, past = self._run(tok[:, None], rows.visible[:, :, :c + k], rows.pos[:, None], context_feeds, past)
             logits = step[:, 0, :]
             rows.pos += 1
-        return [out[r, :lengths[r]].tolist() if ok_rows[r] else None for r in range(n)]
+        return sampled.children()
 
     def _context_view(self, context: _Context, which: np.ndarray, width: int) -> tuple[np.ndarray, int]:
         """``(visible, C)`` for decoding on ``context``: ``visible`` (rows, 1, C + width) lets
@@ -738,19 +761,14 @@ class OnnxProposer:
         token to its own cache (updated in place, :class:`_CacheBinding`); slot ``i`` holds row
         ``order[i]`` (:meth:`_prefill_v3`). Finished rows leave the sampling at once and the
         batch when they trail the live slots or make up half of them."""
-        table = self._grammar_table(group.fields)
+        table, budget, n_consts, sampled = self._decode_start(group, reqs)
         n = len(reqs)
-        budget = np.array([self._budget(r) for r in reqs], np.int64)
-        n_consts = np.array([len(r.parent.constant_indices()) for r in reqs], np.int64)
-        out = np.zeros((n, int(budget.max())), np.int64)
-        lengths = np.zeros(n, np.int64)
-        ok_rows = np.ones(n, bool)
         binding = _CacheBinding(self._session(), self._past_names, caches, next_pos, self.tokenizer.vocab_size)
         rows = _Rows(order, GrammarState.start(table, budget[order], n_consts[order]), next_pos.astype(np.int64), None)
         slot = np.arange(n)  # batch slot of each active row (ascending)
         k = 0
         while True:
-            tok, keep = self._sample(logits, table, rows, rng, out, k, ok_rows, lengths)
+            tok, keep = self._sample(logits, table, rows, rng, sampled, k)
             k += 1
             if keep is not None:
                 if not len(keep):
@@ -768,7 +786,7 @@ class OnnxProposer:
             logits = binding.step(slot, tok, rows.pos)
             self._count_call()
             rows.pos += 1
-        return [out[r, :lengths[r]].tolist() if ok_rows[r] else None for r in range(n)]
+        return sampled.children()
 
     def _to_expr(self, tokens: list[int] | None, req: ProposalRequest, rng: np.random.Generator) -> Expr | None:
         if tokens is None:

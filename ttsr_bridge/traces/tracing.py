@@ -46,6 +46,8 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from .records import TRACE_SCHEMA_VERSION
 from .tracing_render import (
     OP_BEGIN,
@@ -298,8 +300,6 @@ def _pack_trees(trees: list[Any], tables: list[tuple[int, Any, Any, Any]]) -> tu
     its table row, or -1 for the next tree sent by reference)."""
     table: tuple[bytes, ...] = ()
     if tables:
-        import numpy as np
-
         ids = np.array([t if t.__class__ is int else -1 for t in trees], np.int64)
         named = ids >= 0
         if named.any():
@@ -324,8 +324,6 @@ def _pack_tables(tables: list[tuple[int, Any, Any, Any]]) -> tuple[bytes, bytes,
     """The tables' trees laid end to end: (codes, constants' vals, lengths), compact on the wire
     (a quarter of the bytes): codes as int16 when they fit, and only the constants' values (a
     node's value is read only where its code is 0)."""
-    import numpy as np
-
     codes = np.concatenate([t[1] for t in tables])
     vals = np.concatenate([t[2] for t in tables])
     offsets = [t[3] for t in tables]

@@ -27,10 +27,12 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import select
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 import weakref
 from collections import deque
 from pathlib import Path
@@ -96,9 +98,6 @@ class _PipeBacklog:
 
     def _drain(self, until: int, timeout: float | None = None) -> None:
         """Write queued frames; wait for room only while more than ``until`` bytes are queued."""
-        import select
-        import time
-
         frames, fd = self._frames, self._fd
         deadline = None if timeout is None else time.monotonic() + timeout
         try:

@@ -373,18 +373,19 @@ def _with_table_rows(printer: Any, own: list[str], codes: Any, vals: Any, lens: 
     """The chunk's trees in event order: table rows where ``slots >= 0``, ``own`` elsewhere."""
     import numpy as np
 
-    slots = np.frombuffer(slots, np.int64) if not isinstance(slots, np.ndarray) else slots
-    lens = np.frombuffer(lens, np.int64) if not isinstance(lens, np.ndarray) else lens
-    codes, vals = _table_nodes(codes, vals, int(lens.sum()) if (lens >= 0).all() else -1)
+    from .tree_batch import _as
+
+    slots, lens = _as(slots, np.int64), _as(lens, np.int64)
+    if (lens < 0).any():
+        raise ValueError("malformed trace event stream: a negative tree length in the table")
+    codes, vals = _table_nodes(codes, vals, int(lens.sum()))
     from_table = slots >= 0
     rows = slots[from_table]
     if int(np.count_nonzero(~from_table)) != len(own):
         raise ValueError(f"malformed trace event stream: {len(own)} trees sent for "
                          f"{int(np.count_nonzero(~from_table))} slots")
-    if len(rows) and (int(rows.max()) >= len(lens) or (lens < 0).any()
-                      or int(lens.sum()) != len(codes) or len(vals) != len(codes)):
-        raise ValueError("malformed trace event stream: tree slots outside the table, or a "
-                         "malformed table")
+    if len(rows) and int(rows.max()) >= len(lens):
+        raise ValueError("malformed trace event stream: tree slots outside the table")
     # Gather the named rows (a ragged take): node j of the k-th named row sits at
     # starts[rows[k]] + j.
     starts = np.zeros(len(lens) + 1, np.int64)
@@ -406,20 +407,23 @@ def _table_nodes(codes: Any, vals: Any, n: int) -> tuple[Any, Any]:
     (``code == 0``) only."""
     import numpy as np
 
+    from .tree_batch import _as
+
     if not isinstance(codes, np.ndarray):
         size = len(memoryview(codes).cast("B"))
-        if n < 0 or size not in (2 * n, 8 * n):
+        if size not in (2 * n, 8 * n):
             raise ValueError("malformed trace event stream: table codes do not match its lengths")
         codes = np.frombuffer(codes, np.int16 if size == 2 * n and n else np.int64)
+    elif len(codes) != n:
+        raise ValueError("malformed trace event stream: table codes do not match its lengths")
     codes = codes.astype(np.int64, copy=False)
-    if not isinstance(vals, np.ndarray):
-        vals = np.frombuffer(vals, np.float64)
-    if len(vals) == len(codes):
+    vals = _as(vals, np.float64)
+    if len(vals) == n:
         return codes, vals
     const = codes == 0
     if len(vals) != int(np.count_nonzero(const)):
         raise ValueError("malformed trace event stream: table values do not match its constants")
-    full = np.zeros(len(codes))
+    full = np.zeros(n)
     full[const] = vals
     return codes, full
 
@@ -568,18 +572,7 @@ class TraceRenderer:
                 else:
                     tj = trees[k]
                     k += 1
-                if cref not in heads:  # _register, inlined: the writer's hottest path
-                    rtrees[cref] = tj
-                    try:
-                        cs, ls = _float_repr(cost), _float_repr(loss)
-                        if cs[-1] > "9":
-                            cs = _NONFINITE[cs]
-                        if ls[-1] > "9":
-                            ls = _NONFINITE[ls]
-                    except TypeError:  # not a float (an int, a NumPy float32)
-                        cs, ls = jfloat(cost), jfloat(loss)
-                    heads[cref] = f'"tree":{tj},"cost":{cs},"loss":{ls},"parent":{int(parent)}'
-                    events[cref] = ""
+                _register(rec, cref, tj, cost, loss, parent)
                 ts = time_json(t)
                 _add(events, pref, mutate_json(ts, cref, type_, result, reason, True))
                 if rref is not None:

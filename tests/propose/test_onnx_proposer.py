@@ -10,27 +10,22 @@ import sys
 import numpy as np
 import pytest
 
-from ttsr_bridge.config_io import from_mapping
 from ttsr_bridge.expr.operators import OperatorSet, register_operator
 from ttsr_bridge.expr.tree import Expr, const, op, var
-from ttsr_bridge.model.config import TrainConfig
 from ttsr_bridge.model.synthetic_data import random_tree
 from ttsr_bridge.propose.protocol import DataStats, ProblemContext, ProposalRequest, Proposer
 
 OPS = OperatorSet.from_names(["+", "*", "-"], ["sin", "exp"])
-CFG = {"model": {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64, "max_positions": 192},
-       "max_prompt_len": 128, "max_child_len": 40, "seed": 1}
 
 
 @pytest.fixture(scope="module", params=[2, 3], ids=["graph_v2", "graph_v3"])
-def model_path(request, tmp_path_factory):
+def model_path(request, tmp_path_factory, tiny_run):
     """The same untrained model exported as graph version 2 (shared context, own attention)
     and 3 (per-row caches, onnxruntime's GroupQueryAttention)."""
     from ttsr_bridge.model.export import export_run
-    from ttsr_bridge.model.train import init_run
 
     root = tmp_path_factory.mktemp(f"proposer_v{request.param}")
-    init_run(from_mapping(TrainConfig, CFG), root / "run")
+    tiny_run(root, seed=1)
     export_run(root / "run", root / "m.onnx", graph_version=request.param)
     return root / "m.onnx"
 
@@ -107,12 +102,11 @@ def test_nan_weights_return_none(model_path, tmp_path):
     assert out == [None] * 6 and prop.stats.bad_logits == 6
 
 
-def test_rich_model_needs_data_stats(tmp_path):
+def test_rich_model_needs_data_stats(tmp_path, tiny_run):
     from ttsr_bridge.model.export import export_run
-    from ttsr_bridge.model.train import init_run
     from ttsr_bridge.propose.onnx_proposer import OnnxProposer
 
-    init_run(from_mapping(TrainConfig, {**CFG, "context_mode": "rich"}), tmp_path / "run")
+    tiny_run(tmp_path, seed=1, context_mode="rich")
     export_run(tmp_path / "run", tmp_path / "rich.onnx")
     prop = OnnxProposer(tmp_path / "rich.onnx")
     rng = np.random.default_rng(3)

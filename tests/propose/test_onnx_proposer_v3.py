@@ -7,24 +7,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ttsr_bridge.config_io import from_mapping
 from ttsr_bridge.expr.operators import OperatorSet
-from ttsr_bridge.model.config import TrainConfig
 from ttsr_bridge.model.synthetic_data import random_tree
 from ttsr_bridge.propose.protocol import ProblemContext, ProposalRequest
 
 OPS = OperatorSet.from_names(["+", "*", "-"], ["sin", "exp"])
-CFG = {"model": {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64, "max_positions": 192},
-       "max_prompt_len": 128, "max_child_len": 40, "seed": 2}
 
 
 @pytest.fixture(scope="module")
-def both_versions(tmp_path_factory):
+def both_versions(tmp_path_factory, tiny_run):
     from ttsr_bridge.model.export import export_run
-    from ttsr_bridge.model.train import init_run
 
     root = tmp_path_factory.mktemp("proposer_v2_v3")
-    init_run(from_mapping(TrainConfig, CFG), root / "run")
+    tiny_run(root, seed=2)
     for version in (2, 3):
         export_run(root / "run", root / f"v{version}.onnx", graph_version=version)
     return root / "v2.onnx", root / "v3.onnx"

@@ -174,11 +174,19 @@ def test_batch_printer_matches_string_tree() -> None:
         printer.print_chunk(np.array([1, 2]), np.zeros(2), np.array([1]))
 
 
-def test_optimization_of_unknown_ref_raises(tmp_path: Path) -> None:
-    with TraceWriter(tmp_path / "t.jsonl", "x") as tw:
-        it = tw.iteration_start(1, 1, 0, [member(var(0), 1.0)])
-        with pytest.raises(KeyError):
-            it.optimization(member(var(0), 1.0), 123456, 7, False)
+@pytest.mark.parametrize("background", [False, True])
+def test_optimization_of_unknown_ref_fails_the_writer(tmp_path: Path, background: bool) -> None:
+    # The ref is checked where the record is rendered: inline at the write, in a writer
+    # process at the latest when closing; either way the error names the ref.
+    from ttsr_bridge.traces.tracing_process import TraceWriterError
+
+    tw = TraceWriter(tmp_path / "t.jsonl", "x", background=background)
+    it = tw.iteration_start(1, 1, 0, [member(var(0), 1.0)])
+    it.optimization(member(var(0), 1.0), 123456, 7, False)
+    with pytest.raises((ValueError, TraceWriterError), match="ref 123456, neither traced"):
+        tw.write(it)
+        tw.close()
+    tw.close()
 
 
 def test_fast_printer_matches_string_tree() -> None:

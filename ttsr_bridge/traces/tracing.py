@@ -350,8 +350,8 @@ class IterationTrace:
     tracing), and the trees travel as machine arrays that the writer prints in one compiled pass.
     """
 
-    __slots__ = ("_ended", "_member_refs", "_ops", "_seen", "_seen_add", "_tree", "_writer", "id",
-                 "iteration", "output", "population", "started_at")
+    __slots__ = ("_ended", "_ops", "_seen", "_tree", "_writer", "id", "iteration", "output",
+                 "population", "started_at")
 
     def __init__(
         self, writer: TraceWriter, rid: int, output: int, population: int, iteration: int,
@@ -371,12 +371,11 @@ class IterationTrace:
         for m in members:
             self._tree(m.tree)
             dump.append((m.ref, m.loss, m.cost, m.complexity, m.birth, m.parent))
-        self._member_refs = {d[0] for d in dump}
         self._ops += (OP_BEGIN, rid, output, population, iteration, self.started_at, dump)
-        # Refs sent with an entry in this iteration (first state wins, as SR.jl: the renderer
-        # registers a ref once). The compact hooks leave members of the start out of it.
+        # Refs the general hooks sent an entry for in this iteration (first state wins, as
+        # SR.jl: the renderer registers a ref once). The compact hooks keep no such set: the
+        # renderer registers what they name (a set add per child was a tenth of tracing's cost).
         self._seen: set[int] = set()
-        self._seen_add = self._seen.add
 
     def _entry(self, m: TracedMember) -> None:
         # OP_ENTRY: the ref's first state in this record (the caller checked ``_seen``).
@@ -402,10 +401,8 @@ class IterationTrace:
         same = tree is parent.tree  # a rejected or identity move: the tree is not sent again
         if not same:
             self._tree(tree if tree_at < 0 else tree_at)
-        cref = child.ref
-        self._seen_add(cref)
         ops = self._ops
-        ops += (OP_MUTATE_CHILD, self.id, parent.ref, cref, child.parent, child.cost, child.loss,
+        ops += (OP_MUTATE_CHILD, self.id, parent.ref, child.ref, child.parent, child.cost, child.loss,
                 same, _time() if t is None else t, type_, result, reason,
                 None if replaced is None else replaced.ref)
         if len(ops) >= _FLUSH_ITEMS:
@@ -426,12 +423,9 @@ class IterationTrace:
         else:
             self._tree(tree_at)
             self._tree(tree_at + 1)
-        c1, c2 = child1.ref, child2.ref
-        self._seen_add(c1)
-        self._seen_add(c2)
         ops = self._ops
-        ops += (OP_CROSSOVER_CHILDREN, self.id, parent1.ref, parent2.ref, c1, child1.parent,
-                child1.cost, child1.loss, c2, child2.parent, child2.cost, child2.loss,
+        ops += (OP_CROSSOVER_CHILDREN, self.id, parent1.ref, parent2.ref, child1.ref,
+                child1.parent, child1.cost, child1.loss, child2.ref, child2.parent, child2.cost, child2.loss,
                 replaced1.ref, replaced2.ref, _time() if t is None else t,
                 details if details.__class__ is str else self._writer.details_json(details))
         if len(ops) >= _FLUSH_ITEMS:
@@ -515,7 +509,9 @@ class IterationTrace:
 
         ``member`` is the tuned member (carrying ``new_ref``); ``optimized`` says whether its
         constants were optimised (SR.jl also requires ``should_optimize_constants``: the engine
-        passes ``False`` when that option is off).
+        passes ``False`` when that option is off). ``old_ref`` must be traced earlier in this
+        record or be a member at its start: otherwise the writer fails with a
+        :class:`~.tracing_process.TraceWriterError` naming it (at the latest in :meth:`close`).
         """
         seen = self._seen
         ops = self._ops
@@ -525,12 +521,8 @@ class IterationTrace:
             seen.add(ref)
             self._entry(member)
         if old_ref not in seen:
-            # Known only from the iteration's start: SR.jl copies its members dump.
-            if old_ref not in self._member_refs:
-                raise KeyError(
-                    f"trace_optimization: ref {old_ref} is neither traced in this iteration nor "
-                    "a member at its start"
-                )
+            # Unless an event of this record registered it, a member of the iteration's start,
+            # with its fields there (SR.jl copies its members dump); the renderer checks that.
             seen.add(old_ref)
             ops += (OP_START_ENTRY, rid, old_ref)
         ops += (OP_TUNING, rid, old_ref, new_ref, bool(optimized), _time())

@@ -44,8 +44,8 @@ tag                  fields
 ===================  ===========================================================================
 
 ``OP_ENTRY`` registers a ref in ``mutations`` unless it is registered (SR.jl's first state
-wins; its tree is consumed either way); ``OP_START_ENTRY`` registers it with all its fields from
-``members``; the compact events (``OP_MUTATE_CHILD``, ``OP_CROSSOVER_CHILDREN``) register a
+wins; its tree is consumed either way); ``OP_START_ENTRY`` registers it, unless it is
+registered, with all its fields from ``members``; the compact events (``OP_MUTATE_CHILD``, ``OP_CROSSOVER_CHILDREN``) register a
 parent or a replaced member that is not yet registered with its ``members`` state — the
 engine's invariant: every member an event names is a member at the record's start (members are
 immutable values per ref) or a child traced earlier in the record; a tuning is a
@@ -630,6 +630,9 @@ class TraceRenderer:
                 ref = ops[i + 2]
                 i += 3
                 if ref not in heads:
+                    if ref not in rec.start_fields:
+                        raise ValueError(f"trace event names ref {ref}, neither traced in this "
+                                         "iteration nor a member at its start")
                     heads[ref] = rec.start_fields[ref]
                     rtrees[ref] = rec.member_trees[ref]
                     events[ref] = ""

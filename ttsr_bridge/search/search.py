@@ -274,7 +274,8 @@ def _write_traces(state: SearchState) -> None:
     if state.tracer is None:
         return
     for it in state.iteration_traces:
-        state.tracer.write(it)
+        state.tracer.write(it, flush=False)
+    state.tracer.flush()
     state.iteration_traces = []
 
 

@@ -169,10 +169,12 @@ class TraceWriter:
         self.background = not isinstance(self._sink, InlineSink)
         self.lines_written = 1
         # The event stream not yet handed to the sink (tracing_render's layout); every open
-        # IterationTrace appends to this one list, and the trees it names to ``_trees`` (by
-        # reference: trees are values); a flush packs their nodes into flat machine arrays in
-        # one pass (``struct.pack`` is the cheapest conversion there is).
+        # IterationTrace appends to this one list, one slot per tree it names to ``_slots``
+        # (a tree table's row, or -1), and the trees named by reference (trees are values) to
+        # ``_trees``; a flush packs their nodes into flat machine arrays in one pass
+        # (``struct.pack`` is the cheapest conversion there is).
         self._ops: list[Any] = []
+        self._slots: list[int] = []
         self._trees: list[Any] = []
         self._next_id = 0
         # Tree tables (:meth:`tree_table`): (first row id, codes, vals, offsets) registered
@@ -205,10 +207,12 @@ class TraceWriter:
         self._next_id += 1
         return IterationTrace(self, rid, int(out), int(pop), int(iteration), members)
 
-    def write(self, it: IterationTrace) -> None:
+    def write(self, it: IterationTrace, *, flush: bool = True) -> None:
         """SR.jl ``write_trace``: append the iteration as one JSON line.
 
         The line reaches the file asynchronously (in order); :meth:`close` waits for it.
+        ``flush=False`` leaves it to the next :meth:`flush` (the engine ends all populations'
+        records, then flushes once).
         """
         if self._sink.closed:
             raise ValueError("write to a closed TraceWriter")
@@ -216,7 +220,8 @@ class TraceWriter:
             raise ValueError("write of an iteration trace that is not open in this writer")
         it._ended = True
         self._ops += (OP_END, it.id)
-        self.flush()
+        if flush:
+            self.flush()
         self.lines_written += 1
 
     def tree_table(self, codes: Any, vals: Any, offsets: Any) -> int:
@@ -234,11 +239,12 @@ class TraceWriter:
         """Hand the recorded events to the sink (the engine's hooks call this as needed)."""
         if self._ops:
             try:
-                self._sink.send(self._ops, *_pack_trees(self._trees, self._tables))
+                self._sink.send(self._ops, *_pack_trees(self._trees, self._slots, self._tables))
             finally:
                 # Cleared in place (the hooks hold these objects): a sink is done with a chunk
                 # when ``send`` returns.
                 self._ops.clear()
+                self._slots.clear()
                 self._trees.clear()
                 del self._tables[:-1]
 
@@ -249,6 +255,7 @@ class TraceWriter:
         ``write_trace``.
         """
         self._ops.clear()
+        self._slots.clear()
         self._trees.clear()
         self._tables.clear()
         self._sink.close()
@@ -293,25 +300,22 @@ class TraceWriter:
         return json.dumps(d, separators=(",", ":"))
 
 
-def _pack_trees(trees: list[Any], tables: list[tuple[int, Any, Any, Any]]) -> tuple[bytes, ...]:
+def _pack_trees(trees: list[Any], slots: list[int],
+                tables: list[tuple[int, Any, Any, Any]]) -> tuple[bytes, ...]:
     """The chunk's trees as machine arrays: (codes int64, vals float64, lengths int64) of the
-    trees sent by reference, and — when some are rows of tree tables — the tables' (codes
-    int16 where they fit else int64, the constants' vals, lengths) and one slot per tree (int64:
-    its table row, or -1 for the next tree sent by reference)."""
+    ``trees`` sent by reference, and — when some ``slots`` are rows of tree tables — the
+    tables' (codes int16 where they fit else int64, the constants' vals, lengths) and the slots
+    (int64 per tree named: its table row, or -1 for the next tree sent by reference)."""
     table: tuple[bytes, ...] = ()
-    if tables:
-        ids = np.array([t if t.__class__ is int else -1 for t in trees], np.int64)
+    if len(slots) != len(trees):  # some trees are table rows
+        if not tables:
+            raise ValueError("a trace event names a row of a tree table no longer held")
+        ids = np.array(slots, np.int64)
         named = ids >= 0
-        if named.any():
-            first = tables[0][0]
-            ids[named] -= first
-            if int(ids[named].min()) < 0:
-                raise ValueError("a trace event names a row of a tree table no longer held")
-            if not named.all():
-                trees = [t for t in trees if t.__class__ is not int]
-            else:
-                trees = []
-            table = _pack_tables(tables) + (ids.tobytes(),)
+        ids[named] -= tables[0][0]
+        if int(ids[named].min()) < 0:
+            raise ValueError("a trace event names a row of a tree table no longer held")
+        table = _pack_tables(tables) + (ids.tobytes(),)
     codes = [t.codes for t in trees]
     lens = [len(c) for c in codes]
     n = sum(lens)
@@ -343,15 +347,16 @@ class IterationTrace:
     """One ``iteration`` record being built (SR.jl's per-iteration ``trace`` dict).
 
     The hooks append the events to the writer's event stream (:mod:`.tracing_render` describes
-    its flat layout) and the nodes of the trees they name to the writer's flat arrays; the
-    writer hands both to its sink in chunks. Flat because recording must be cheap: one
-    ``list += tuple`` per event and two list extends per new tree allocate no object that
-    outlives the call (small tuples per event made garbage collection the largest cost of
-    tracing), and the trees travel as machine arrays that the writer prints in one compiled pass.
+    its flat layout) and the trees they name to the writer's slot and tree lists (a row of a
+    tree table, or the tree itself); the writer hands them to its sink in chunks, the trees
+    packed into flat arrays. Flat because recording must be cheap: one ``list += tuple`` per
+    event and a list append or two per new tree allocate no object that outlives the call
+    (small tuples per event made garbage collection the largest cost of tracing), and the trees
+    travel as machine arrays that the writer prints in one compiled pass.
     """
 
-    __slots__ = ("_ended", "_ops", "_seen", "_tree", "_writer", "id", "iteration", "output",
-                 "population", "started_at")
+    __slots__ = ("_ended", "_ops", "_seen", "_slot", "_slots_extend", "_tree", "_writer", "id",
+                 "iteration", "output", "population", "started_at")
 
     def __init__(
         self, writer: TraceWriter, rid: int, output: int, population: int, iteration: int,
@@ -365,12 +370,15 @@ class IterationTrace:
         self.started_at = time.time()
         self._ended = False
         self._ops = writer._ops
+        self._slot = writer._slots.append
+        self._slots_extend = writer._slots.extend
         self._tree = writer._trees.append
         # The population at the start, in order, as its state is now.
         dump = []
         for m in members:
             self._tree(m.tree)
             dump.append((m.ref, m.loss, m.cost, m.complexity, m.birth, m.parent))
+        writer._slots += (-1,) * len(dump)
         self._ops += (OP_BEGIN, rid, output, population, iteration, self.started_at, dump)
         # Refs the general hooks sent an entry for in this iteration (first state wins, as
         # SR.jl: the renderer registers a ref once). The compact hooks keep no such set: the
@@ -379,6 +387,7 @@ class IterationTrace:
 
     def _entry(self, m: TracedMember) -> None:
         # OP_ENTRY: the ref's first state in this record (the caller checked ``_seen``).
+        self._slot(-1)
         self._tree(m.tree)
         self._ops += (OP_ENTRY, self.id, m.ref, m.parent, m.cost, m.loss)
 
@@ -400,7 +409,11 @@ class IterationTrace:
         tree = child.tree
         same = tree is parent.tree  # a rejected or identity move: the tree is not sent again
         if not same:
-            self._tree(tree if tree_at < 0 else tree_at)
+            if tree_at < 0:
+                self._slot(-1)
+                self._tree(tree)
+            else:
+                self._slot(tree_at)
         ops = self._ops
         ops += (OP_MUTATE_CHILD, self.id, parent.ref, child.ref, child.parent, child.cost, child.loss,
                 same, _time() if t is None else t, type_, result, reason,
@@ -418,11 +431,11 @@ class IterationTrace:
         also be :meth:`TraceWriter.details_json`'s text; ``t`` as in :meth:`mutation`;
         ``tree_at``: the rows of the children's trees are ``tree_at`` and ``tree_at + 1``."""
         if tree_at < 0:
+            self._slots_extend((-1, -1))
             self._tree(child1.tree)
             self._tree(child2.tree)
         else:
-            self._tree(tree_at)
-            self._tree(tree_at + 1)
+            self._slots_extend((tree_at, tree_at + 1))
         ops = self._ops
         ops += (OP_CROSSOVER_CHILDREN, self.id, parent1.ref, parent2.ref, child1.ref,
                 child1.parent, child1.cost, child1.loss, child2.ref, child2.parent, child2.cost, child2.loss,

@@ -135,11 +135,13 @@ def _check_finite(a: np.ndarray, what: str) -> None:
 # ================================================================================================
 @dataclass(frozen=True)
 class PackedExprs:
-    """Concatenated prefix code lists: expression ``k`` is ``codes[offsets[k]:offsets[k+1]]``."""
+    """Concatenated prefix code lists: expression ``k`` is ``codes[offsets[k]:offsets[k+1]]``,
+    of length ``lengths[k]``."""
 
     codes: np.ndarray  # (total,) int64
     vals: np.ndarray  # (total,) float64
     offsets: np.ndarray  # (m + 1,) int64
+    lengths: np.ndarray  # (m,) int64
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -157,7 +159,7 @@ def pack_exprs(exprs: Sequence[Expr]) -> PackedExprs:
     vals = np.fromiter(
         itertools.chain.from_iterable(e.vals for e in exprs), dtype=np.float64, count=total
     )
-    return PackedExprs(codes, vals, offsets)
+    return PackedExprs(codes, vals, offsets, lengths)
 
 
 def _needs_fallback(codes: Sequence[int]) -> bool:

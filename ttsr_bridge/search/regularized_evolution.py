@@ -97,7 +97,7 @@ def lockstep_step(state: SearchState, temperature: float, replaced: list[set[int
     rows = -1
     if state.tracer is not None and state.packed is not None:
         p = state.packed
-        rows = state.tracer.tree_table(p.codes, p.vals, p.offsets)
+        rows = state.tracer.tree_table(p.codes, p.vals, p.lengths)
     li = _finish_mutations(state, plans, losses, replaced, rows)
     _finish_crossovers(state, cx_plans, losses, li, replaced, rows)
     return evals

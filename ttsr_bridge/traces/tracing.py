@@ -177,7 +177,7 @@ class TraceWriter:
         self._slots: list[int] = []
         self._trees: list[Any] = []
         self._next_id = 0
-        # Tree tables (:meth:`tree_table`): (first row id, codes, vals, offsets) registered
+        # Tree tables (:meth:`tree_table`): (first row id, codes, vals, lengths) registered
         # since the last flush, the last one carried over (its rows may still be named).
         self._tables: list[tuple[int, Any, Any, Any]] = []
         self._rows = 0  # row ids handed out so far
@@ -224,15 +224,15 @@ class TraceWriter:
             self.flush()
         self.lines_written += 1
 
-    def tree_table(self, codes: Any, vals: Any, offsets: Any) -> int:
+    def tree_table(self, codes: Any, vals: Any, lengths: Any) -> int:
         """Register trees already packed as flat arrays (the engine's evaluation batch:
-        :class:`~ttsr_bridge.expr.evaluate.PackedExprs` ``codes`` int64, ``vals`` float64,
-        ``offsets`` int64 with tree ``i`` at ``offsets[i]:offsets[i+1]``); returns the row id of
-        tree 0. A compact hook given ``tree_at=id + i`` sends that row instead of packing the
-        child's tree again: the writer copies the arrays, which must not change afterwards."""
+        :class:`~ttsr_bridge.expr.evaluate.PackedExprs` ``codes`` int64, ``vals`` float64 laid
+        end to end, tree ``i`` of ``lengths[i]`` nodes, int64); returns the row id of tree 0. A
+        compact hook given ``tree_at=id + i`` sends that row instead of packing the child's
+        tree again: the writer copies the arrays, which must not change afterwards."""
         rid = self._rows
-        self._rows += len(offsets) - 1
-        self._tables.append((rid, codes, vals, offsets))
+        self._rows += len(lengths)
+        self._tables.append((rid, codes, vals, lengths))
         return rid
 
     def flush(self) -> None:
@@ -330,12 +330,7 @@ def _pack_tables(tables: list[tuple[int, Any, Any, Any]]) -> tuple[bytes, bytes,
     node's value is read only where its code is 0)."""
     codes = np.concatenate([t[1] for t in tables])
     vals = np.concatenate([t[2] for t in tables])
-    offsets = [t[3] for t in tables]
-    # every table's lengths from one diff of the offsets laid end to end (minus the steps
-    # from one table's end to the next one's 0)
-    lens = np.diff(np.concatenate(offsets))
-    if len(offsets) > 1:
-        lens = np.delete(lens, np.cumsum([len(o) for o in offsets[:-1]]) - 1)
+    lens = np.concatenate([t[3] for t in tables])
     if len(codes) and -32768 <= int(codes.min()) and int(codes.max()) <= 32767:
         wire = codes.astype(np.int16)
     else:

@@ -328,9 +328,10 @@ def _crossover_events(events: dict[int, Any], heads: dict[int, str], ts: str, p1
 
 
 class _Sealed:
-    """A dead ref's events with its whole ``mutations`` entry already rendered.
+    """A finished ref's events with its whole ``mutations`` entry already rendered.
 
-    A ``death`` is a ref's last event in the engine's traces, so its entry is rendered then,
+    A ``death`` is a ref's last event in the engine's traces (and a child the population did
+    not take has none), so its entry is rendered then,
     while the search is still running: ending a record is then one join, instead of rendering
     every entry at once — which, for the last iteration, the search would wait for in
     ``close``. An event after the death (the general hooks allow one) unseals it.
@@ -577,6 +578,10 @@ class TraceRenderer:
                 _add(events, pref, mutate_json(ts, cref, type_, result, reason, True))
                 if rref is not None:
                     _death(events, heads, rref, ts)
+                elif not events[cref]:
+                    # A child the population did not take (a rejected move) has no further
+                    # events: its entry is rendered now rather than when the record ends.
+                    events[cref] = _Sealed("", _entry(cref, heads[cref], ""))
             elif tag == OP_MUTATE:
                 pref, cref, selected, t, type_, result, reason = ops[i + 2:i + 9]
                 i += 9

@@ -174,6 +174,19 @@ def test_batch_printer_matches_string_tree() -> None:
         printer.print_chunk(np.array([1, 2]), np.zeros(2), np.array([1]))
 
 
+def test_memoised_float_text_is_jfloat() -> None:
+    # The writer's float texts are memoised by value: a dict takes 0.0 and -0.0 (and 1 and
+    # 1.0) as one key, and NaN is never equal to itself; every text must still be jfloat's.
+    import numpy as np
+
+    from ttsr_bridge.traces.tracing_render import _jfloat_fast, jfloat
+
+    values = [0.0, -0.0, 0.0, 1, 1.0, -1.0, 1, 0.1, math.nan, math.nan, math.inf, -math.inf,
+              np.float64(2.5), np.float32(0.1), 0.10000000149011612, 5e-324, -0.0, 1e300]
+    for v in values + values[::-1]:
+        assert _jfloat_fast(v) == jfloat(v), v
+
+
 @pytest.mark.parametrize("background", [False, True])
 def test_optimization_of_unknown_ref_fails_the_writer(tmp_path: Path, background: bool) -> None:
     # The ref is checked where the record is rendered: inline at the write, in a writer

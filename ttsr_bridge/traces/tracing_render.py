@@ -114,14 +114,29 @@ def jfloat(x: float) -> str:
     return _NONFINITE.get(r, r)
 
 
+# Losses and costs recur (a rejected child carries its parent's, a parent is drawn again and
+# again): four in five are texts already made. Bounded: cleared when it grows past this.
+_FLOAT_MEMO: dict[float, str] = {}
+_FLOAT_MEMO_LIMIT = 100_000
+
+
 def _jfloat_fast(x: float) -> str:
-    """:func:`jfloat` for the writer's loop: no conversion for a ``float``."""
+    """:func:`jfloat` for the writer's loop: memoised, no conversion for a ``float``."""
+    r = _FLOAT_MEMO.get(x)
+    if r is not None:
+        return r
     try:
         r = _float_repr(x)
     except TypeError:  # an int or a float-like: convert as jfloat does
         return jfloat(x)
     # A finite float's repr ends in a digit; 'inf' / '-inf' / 'nan' do not.
-    return r if r[-1] <= "9" else _NONFINITE[r]
+    if r[-1] > "9":
+        return _NONFINITE[r]
+    if x != 0.0:  # 0.0 and -0.0 are one key of a dict; NaN never gets here
+        if len(_FLOAT_MEMO) >= _FLOAT_MEMO_LIMIT:
+            _FLOAT_MEMO.clear()
+        _FLOAT_MEMO[x] = r
+    return r
 
 
 def step_to_json(type_: str, result: str | None, reason: str | None) -> str:

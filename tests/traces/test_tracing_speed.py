@@ -67,3 +67,14 @@ def test_overhead_benchmark_runs(capsys) -> None:
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"plain_evals_per_s", "traced_evals_per_s", "overhead", "cpu_overhead"} <= set(out)
     assert out["plain_evals_per_s"] > 0 and out["traced_evals_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_overhead_benchmark_concurrent_runs(capsys) -> None:
+    from ttsr_bridge.bench.trace_overhead import main
+
+    assert main(["--json", "--evals", "3000", "--repeats", "1", "--concurrent", "2"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["concurrent"] == 2 and out["plain_evals_per_s"] > 0
+    assert out["traced_over_plain"] == pytest.approx(
+        out["traced_evals_per_s"] / out["plain_evals_per_s"], rel=1e-3)

@@ -11,9 +11,15 @@ Also reported: ``cpu_overhead``, the extra CPU time of the search's own process 
 overhead when the writer process has a core of its own and keeps up), and the writer process's
 CPU seconds — on a loaded machine the writer competes for the cores and the wall figure grows.
 
+``--concurrent N`` measures a loaded machine instead: N searches at once (in N worker
+processes, different seeds), plain then traced, ``--repeats`` times; the figures are the
+evaluations per second of all N together, and ``overhead`` is ``plain / traced - 1``. With N
+equal to the core count the writer processes compete with the searches for the cores, as in
+``ttsr traces collect --workers N``.
+
 Usage: ``python -m ttsr_bridge.bench.trace_overhead [--json] [--evals N] [--n-points N]
-[--repeats R] [--seed S] [--inline]``. ``--json`` prints one JSON line ``{"plain_evals_per_s",
-"traced_evals_per_s", "overhead", "cpu_overhead", ...}``.
+[--repeats R] [--seed S] [--inline] [--concurrent N]``. ``--json`` prints one JSON line
+``{"plain_evals_per_s", "traced_evals_per_s", "overhead", "cpu_overhead", ...}``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["OverheadResult", "main", "measure_overhead"]
 
@@ -135,6 +142,84 @@ def measure_overhead(
             tuple(r.writer_cpu for r in traced), path.stat().st_size, lines)
 
 
+# ---- a loaded machine: N searches at once ----------------------------------------------------
+_POOL_DATA: tuple[Any, Any] | None = None
+
+
+def _pool_init(seed: int, n_points: int, background: bool | None, ready: Any) -> None:
+    """Worker start: the data, then one small plain and traced search (kernels, imports);
+    then wait on the barrier ``ready`` until every worker (and the parent) is there."""
+    global _POOL_DATA
+    from ..search import SearchConfig
+    from .engine_speed import make_data
+
+    _POOL_DATA = make_data(seed, n_points)
+    warm = SearchConfig.preset("pysr", niterations=1, populations=2, ncycles_per_iteration=5,
+                               random_state=seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        _timed_search(*_POOL_DATA, warm, None, None)
+        _timed_search(*_POOL_DATA, warm, Path(tmp) / "warm.jsonl", background)
+    ready.wait()
+
+
+def _pool_search(task: tuple[int, int, str | None, bool | None]) -> float:
+    """One search of a worker (traced into the folder ``task[2]`` unless it is None); its
+    evaluations."""
+    from ..search import SearchConfig
+
+    evals, seed, folder, background = task
+    assert _POOL_DATA is not None
+    cfg = SearchConfig.preset("pysr", niterations=10_000, max_evals=evals, random_state=seed)
+    path = None if folder is None else Path(folder) / f"trace-{seed}-{time.monotonic_ns()}.jsonl"
+    run = _timed_search(*_POOL_DATA, cfg, path, background)
+    if path is not None:
+        path.unlink()
+    return run.evals
+
+
+def measure_concurrent(evals: int, n_points: int, seed: int, repeats: int, workers: int, *,
+                       background: bool | None = None) -> tuple[list[float], list[float]]:
+    """Evaluations per second of ``workers`` searches at once, plain and traced (alternating,
+    ``repeats`` each)."""
+    import multiprocessing as mp
+
+    plain: list[float] = []
+    traced: list[float] = []
+    ctx = mp.get_context("spawn")
+    ready = ctx.Barrier(workers + 1)
+    with tempfile.TemporaryDirectory() as tmp, ctx.Pool(
+            workers, _pool_init, (seed, n_points, background, ready)) as pool:
+        ready.wait(timeout=600)  # every worker has started and warmed up
+        for _ in range(repeats):
+            for folder, out in ((None, plain), (tmp, traced)):
+                tasks = [(evals, seed + k, folder, background) for k in range(workers)]
+                t0 = time.perf_counter()
+                total = sum(pool.map(_pool_search, tasks, chunksize=1))
+                out.append(total / (time.perf_counter() - t0))
+    return plain, traced
+
+
+def _concurrent_main(args: argparse.Namespace) -> dict[str, Any]:
+    plain, traced = measure_concurrent(args.evals, args.n_points, args.seed, args.repeats,
+                                       args.concurrent,
+                                       background=False if args.inline else None)
+    p, t = statistics.median(plain), statistics.median(traced)
+    return {
+        "plain_evals_per_s": round(p, 1),
+        "traced_evals_per_s": round(t, 1),
+        "overhead": round(p / t - 1.0, 4),
+        "traced_over_plain": round(t / p, 4),
+        "concurrent": args.concurrent,
+        "evals_per_search": args.evals,
+        "plain_runs": [round(x, 1) for x in plain],
+        "traced_runs": [round(x, 1) for x in traced],
+        "n_points": args.n_points,
+        "repeats": args.repeats,
+        "writer": "inline" if args.inline else "process",
+        "cpus": os.cpu_count(),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print one JSON line")
@@ -144,9 +229,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--inline", action="store_true",
                     help="render the trace in the search process (no writer process)")
+    ap.add_argument("--concurrent", type=int, default=1, metavar="N",
+                    help="run N searches at once (a loaded machine; default 1)")
     args = ap.parse_args(argv)
-    if args.evals < 1000 or args.n_points < 2 or args.repeats < 1:
-        ap.error("need --evals >= 1000, --n-points >= 2, --repeats >= 1")
+    if args.evals < 1000 or args.n_points < 2 or args.repeats < 1 or args.concurrent < 1:
+        ap.error("need --evals >= 1000, --n-points >= 2, --repeats >= 1, --concurrent >= 1")
+    if args.concurrent > 1:
+        _print(_concurrent_main(args), args.json)
+        return 0
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     r = measure_overhead(args.evals, args.n_points, args.seed, args.repeats,
                          background=False if args.inline else None)
@@ -170,12 +260,16 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_after": list(os.getloadavg()) if load_before else None,
         "cpus": os.cpu_count(),
     }
-    if args.json:
+    _print(out, args.json)
+    return 0
+
+
+def _print(out: dict[str, Any], as_json: bool) -> None:
+    if as_json:
         print(json.dumps(out))
     else:
         for k, v in out.items():
             print(f"{k:>20}: {v}")
-    return 0
 
 
 if __name__ == "__main__":

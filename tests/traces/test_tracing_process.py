@@ -82,6 +82,17 @@ def test_process_and_inline_write_the_same_bytes(tmp_path: Path, monkeypatch) ->
     assert sum(len(it.mutations) for it in tf.iterations) > 100
 
 
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_writer_process_runs_single_threaded(tmp_path: Path) -> None:
+    # The writer imports NumPy but never does linear algebra: no BLAS thread pool for it.
+    tw = TraceWriter(tmp_path / "t.jsonl", "x", background=True)
+    try:
+        environ = Path(f"/proc/{tw._sink._proc.pid}/environ").read_bytes().split(b"\0")
+    finally:
+        tw.close()
+    assert b"OPENBLAS_NUM_THREADS=1" in environ and b"OMP_NUM_THREADS=1" in environ
+
+
 def test_writer_failure_is_raised_with_its_message(tmp_path: Path) -> None:
     bad = Member(Expr([-9999, 1, 2]), 1.0, 1)  # no such operator: the writer cannot print it
     tw = TraceWriter(tmp_path / "t.jsonl", "x", background=True)

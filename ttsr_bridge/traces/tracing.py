@@ -518,8 +518,9 @@ class IterationTrace:
         ``member`` is the tuned member (carrying ``new_ref``); ``optimized`` says whether its
         constants were optimised (SR.jl also requires ``should_optimize_constants``: the engine
         passes ``False`` when that option is off). ``old_ref`` must be traced earlier in this
-        record or be a member at its start: otherwise the writer fails with a
-        :class:`~.tracing_process.TraceWriterError` naming it (at the latest in :meth:`close`).
+        record or be a member at its start: otherwise rendering fails with an error naming it
+        (inline: ``ValueError`` when the chunk is flushed; a writer process:
+        :class:`~.tracing_process.TraceWriterError`, at the latest in ``close``).
         """
         seen = self._seen
         ops = self._ops

@@ -299,7 +299,7 @@ class _Record:
 
     ``events`` maps a ref to ``""`` (none), one JSON string, or a list once a second arrives:
     mostly strings, and no quadratic joins for a tournament winner with hundreds of events;
-    a :class:`_Sealed` once the ref died.
+    a *sealed* ``(events, entry text)`` tuple once the ref is finished (:func:`_seal`).
     """
 
     __slots__ = ("events", "head", "heads", "member_fields", "member_heads", "member_trees",
@@ -309,7 +309,7 @@ class _Record:
         self.head = head
         self.member_fields = member_fields
         self.heads: dict[int, str] = {}
-        self.events: dict[int, Any] = {}  # str | list[str] | _Sealed
+        self.events: dict[int, Any] = {}  # str | list[str] | (events, entry text)
         self.start_fields: dict[int, str] | None = None
         self.trees: dict[int, str] = {}  # ref -> tree JSON, for OP_ENTRY_AS
         self.member_trees: dict[int, str] = {}  # the same for the members at the start
@@ -342,21 +342,17 @@ def _crossover_events(events: dict[int, Any], heads: dict[int, str], ts: str, p1
     _death(events, heads, d2, ts)
 
 
-class _Sealed:
-    """A finished ref's events with its whole ``mutations`` entry already rendered.
+def _seal(ref: int, head: str, ev: str | list[str]) -> tuple[str | list[str], str]:
+    """A finished ref's events with its whole ``mutations`` entry already rendered (a plain
+    tuple: the only tuples among a record's event values, and no constructor to call).
 
     A ``death`` is a ref's last event in the engine's traces (and a child the population did
-    not take has none), so its entry is rendered then,
-    while the search is still running: ending a record is then one join, instead of rendering
-    every entry at once — which, for the last iteration, the search would wait for in
-    ``close``. An event after the death (the general hooks allow one) unseals it.
+    not take has none), so its entry is rendered then, while the search is still running:
+    ending a record is then one join, instead of rendering every entry at once — which, for the
+    last iteration, the search would wait for in ``close``. An event after the death (the
+    general hooks allow one) unseals it.
     """
-
-    __slots__ = ("events", "text")
-
-    def __init__(self, events: str | list[str], text: str) -> None:
-        self.events = events
-        self.text = text
+    return ev, _entry(ref, head, ev)
 
 
 def _entry(ref: int, head: str, ev: str | list[str]) -> str:
@@ -373,15 +369,14 @@ def _add(events: dict[int, Any], ref: int, ev: str) -> None:
     elif prev.__class__ is list:
         prev.append(ev)
     else:  # sealed: an event after the ref's death
-        events[ref] = prev.events
+        events[ref] = prev[0]
         _add(events, ref, ev)
 
 
 def _death(events: dict[int, Any], heads: dict[int, str], ref: int, ts: str) -> None:
-    """A ``death`` event on ``ref``, and its entry rendered (:class:`_Sealed`)."""
+    """A ``death`` event on ``ref``, and its entry rendered (:func:`_seal`)."""
     _add(events, ref, f'{{"type":"death","time":{ts}}}')
-    ev = events[ref]
-    events[ref] = _Sealed(ev, _entry(ref, heads[ref], ev))
+    events[ref] = _seal(ref, heads[ref], events[ref])
 
 
 def _with_table_rows(printer: Any, own: list[str], codes: Any, vals: Any, lens: Any,
@@ -596,7 +591,7 @@ class TraceRenderer:
                 elif not events[cref]:
                     # A child the population did not take (a rejected move) has no further
                     # events: its entry is rendered now rather than when the record ends.
-                    events[cref] = _Sealed("", _entry(cref, heads[cref], ""))
+                    events[cref] = _seal(cref, heads[cref], "")
             elif tag == OP_MUTATE:
                 pref, cref, selected, t, type_, result, reason = ops[i + 2:i + 9]
                 i += 9
@@ -709,5 +704,5 @@ class TraceRenderer:
         add = parts.append
         for ref, head in rec.heads.items():
             ev = events[ref]
-            add(ev.text if ev.__class__ is _Sealed else _entry(ref, head, ev))
+            add(ev[1] if ev.__class__ is tuple else _entry(ref, head, ev))
         return f'{rec.head}"members":[{members_json}],"mutations":{{{",".join(parts)}}}}}'

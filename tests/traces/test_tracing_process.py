@@ -111,9 +111,9 @@ def test_keyboard_interrupt_closes_cleanly(tmp_path: Path) -> None:
         proc = tw._sink._proc
         _write_iterations(tw, 2)
         raise KeyboardInterrupt
-    assert proc.returncode == 0
     tf = read_trace(path, strict=True)
     assert len(tf.iterations) == 2
+    assert proc.poll() is None  # the file is complete and the writer waits for the next one
 
 
 def _wait_sigint_ignored(pid: int, timeout: float = 60.0) -> bool:
@@ -137,8 +137,52 @@ def test_writer_ignores_sigint_and_finishes(tmp_path: Path) -> None:
         assert _wait_sigint_ignored(proc.pid), "the writer never started ignoring SIGINT"
         os.kill(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group
         _write_iterations(tw, 2, start_ref=100)
-    assert proc.returncode == 0
+    assert proc.poll() is None  # it survived the Ctrl-C and serves the next file
     assert len(read_trace(path, strict=True).iterations) == 3
+
+
+def test_one_writer_process_serves_file_after_file(tmp_path: Path) -> None:
+    # A finished file hands its writer process to the next traced search of this process:
+    # the process starts (imports) once; each file is complete when its close returns.
+    pids = []
+    for k in range(3):
+        with TraceWriter(tmp_path / f"t{k}.jsonl", "x", background=True) as tw:
+            pids.append(tw._sink._proc.pid)
+            _write_iterations(tw, k + 1, start_ref=10 * k + 1)
+        assert len(read_trace(tmp_path / f"t{k}.jsonl", strict=True).iterations) == k + 1
+    assert pids[0] == pids[1] == pids[2]
+    # Two files open at once get two processes; both are complete at their close.
+    with TraceWriter(tmp_path / "a.jsonl", "x", background=True) as ta, \
+            TraceWriter(tmp_path / "b.jsonl", "x", background=True) as tb:
+        assert ta._sink._proc.pid != tb._sink._proc.pid
+        _write_iterations(ta, 2)
+        _write_iterations(tb, 1)
+    assert len(read_trace(tmp_path / "a.jsonl", strict=True).iterations) == 2
+    assert len(read_trace(tmp_path / "b.jsonl", strict=True).iterations) == 1
+
+
+def test_a_dead_idle_writer_is_replaced(tmp_path: Path) -> None:
+    with TraceWriter(tmp_path / "a.jsonl", "x", background=True) as tw:
+        first = tw._sink._proc
+        _write_iterations(tw, 1)
+    first.kill()  # dies while idle
+    first.wait()
+    with TraceWriter(tmp_path / "b.jsonl", "x", background=True) as tw:
+        assert tw._sink._proc.pid != first.pid
+        _write_iterations(tw, 2)
+    assert len(read_trace(tmp_path / "b.jsonl", strict=True).iterations) == 2
+
+
+def test_a_sink_dropped_without_close_still_completes_its_file(tmp_path: Path) -> None:
+    import gc
+
+    tw = TraceWriter(tmp_path / "t.jsonl", "x", background=True)
+    proc = tw._sink._proc
+    _write_iterations(tw, 2)
+    del tw
+    gc.collect()
+    assert proc.wait(timeout=60) == 0  # EOF: the file is completed and the writer exits
+    assert len(read_trace(tmp_path / "t.jsonl", strict=True).iterations) == 2
 
 
 def test_unwritten_iteration_is_left_out(tmp_path: Path) -> None:
@@ -233,3 +277,25 @@ def test_search_record_is_on_disk_at_open(tmp_path: Path) -> None:
     with TraceWriter(path, "opts", background=True):
         first = json.loads(path.read_text().splitlines()[0])
         assert first["record_type"] == "search" and first["options"] == "opts"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_does_not_hold_the_idle_writer_open(tmp_path: Path) -> None:
+    # A child forked while a writer is idle gets copies of its channels; they are closed in
+    # the child, else the writer would never see EOF while the child lives.
+    from ttsr_bridge.traces import tracing_process as tp
+
+    with TraceWriter(tmp_path / "t.jsonl", "x", background=True) as tw:
+        proc = tw._sink._proc
+        _write_iterations(tw, 1)
+    child = os.fork()
+    if child == 0:
+        time.sleep(30)
+        os._exit(0)
+    try:
+        w = tp._take_writer(1 << 20)
+        assert w.proc.pid == proc.pid
+        assert w.shutdown(timeout=20) == 0
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)

@@ -78,13 +78,10 @@ class _Run:
 
 
 def _children_cpu() -> float:
-    try:
-        import resource
+    """CPU seconds of the trace writer processes so far (they outlive a search: reused)."""
+    from ..traces.tracing_process import writer_cpu_seconds
 
-        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return ru.ru_utime + ru.ru_stime
-    except ImportError:  # not POSIX
-        return 0.0
+    return writer_cpu_seconds()
 
 
 def _timed_search(X, y, config, trace: Path | None, background: bool | None) -> _Run:

@@ -1,21 +1,27 @@
 """Where a :class:`~.tracing.TraceWriter`'s event stream becomes the lines of the trace file.
 
 * :class:`ProcessSink` (the default on POSIX): a writer process (``python -m
-  ttsr_bridge.traces.tracing_process FD BUFFER``, started with :mod:`subprocess` so that it never
-  re-imports the user's ``__main__``) renders the event stream on another core. The search
-  sends each chunk of the stream as one frame on the process's stdin: an 8-byte little-endian
-  length, then the :mod:`pickle` of ``(kind, payload)``. The trace file is opened by the search process
-  (errors surface there) and inherited as file descriptor ``FD``.
+  ttsr_bridge.traces.tracing_process SOCKET_FD BUFFER``, started with :mod:`subprocess` so that
+  it never re-imports the user's ``__main__``) renders the event stream on another core. The
+  search sends each chunk of the stream as one frame on the process's stdin: an 8-byte
+  little-endian length, then the :mod:`pickle` of ``(kind, payload)``. The trace file is opened
+  by the search process (errors surface there) and its descriptor handed over a Unix socket
+  (``SCM_RIGHTS``); ``close`` sends ``MSG_CLOSE`` and waits on that socket for the writer's
+  word that the file is complete. The process then serves the next trace file of the same
+  search process (one idle writer is kept): its start — Python and NumPy imports, about 0.1 s
+  of CPU — is paid once, not per traced search (``collect`` runs many short searches per
+  worker).
 * :class:`InlineSink`: renders in the calling process (``background=False``, or where a writer
   process cannot be started).
 
 Lifecycle of the writer process: it ignores SIGINT (a Ctrl-C in a terminal reaches the whole
 process group; the search decides, and its ``close`` waits for the lines already sent); at EOF
-on stdin (``close``, or the search process died) it writes every record it received complete and
-exits (records never ended are left out), so the file only ever ends in a cut line if the
-writer itself is killed — readers count
-that line as truncated and skip it. If it fails, the search's next ``send`` or its ``close``
-raises :class:`TraceWriterError` with the writer's error message.
+on stdin (the search process died, dropped a writer without ``close``, or exits) it writes
+every record it received complete and exits (records never ended are left out), so the file
+only ever ends in a cut line if the writer itself is killed — readers count that line as
+truncated and skip it. If it fails, the search's next ``send`` or its ``close`` raises
+:class:`TraceWriterError` with the writer's error message, and the process is not reused. A
+child forked by the search process closes its copies of an idle writer's channels.
 
 The frames come from the parent process through a pipe only it holds; even so the writer
 unpickles with an allow-list (plain values, NumPy scalars: no other global is ever resolved, so
@@ -24,6 +30,8 @@ no code runs on load) and checks the message layout.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import io
 import os
 import pickle
@@ -32,6 +40,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import weakref
 from collections import deque
@@ -48,6 +57,7 @@ WRITER_ENV = "TTSR_TRACE_WRITER"
 
 MSG_FORMS = 0  # payload: operator forms (TraceRenderer.string_tree.forms())
 MSG_OPS = 1  # payload: (events list, *tree buffers): one chunk (TraceRenderer.feed's arguments)
+MSG_CLOSE = 2  # payload: None: the file is complete (the writer acknowledges on its socket)
 
 _HEADER_BYTES = 8
 _PICKLE_PROTOCOL = 5  # memoises repeated objects (a tree's lists), so payloads stay small
@@ -174,13 +184,178 @@ class _PlainUnpickler(pickle.Unpickler):
 def decode_message(data: bytes) -> tuple[int, Any]:
     """The ``(kind, payload)`` of one frame's data (checked)."""
     msg = _PlainUnpickler(io.BytesIO(data)).load()
-    if not (isinstance(msg, tuple) and len(msg) == 2 and msg[0] in (MSG_FORMS, MSG_OPS)):
+    if not (isinstance(msg, tuple) and len(msg) == 2 and msg[0] in (MSG_FORMS, MSG_OPS, MSG_CLOSE)):
         raise ValueError("malformed trace writer message")
     return msg
 
 
 def _package_root() -> str:
     return str(Path(__file__).resolve().parents[2])
+
+
+class _WriterProcess:
+    """One writer process and the search process's ends of its channels: the pipe the frames
+    go through (its stdin) and a Unix socket that hands it each trace file's descriptor and
+    brings back an acknowledgement when the file is complete. A process serves one file after
+    another (see :func:`_take_writer`): its start — Python and NumPy imports, about 0.1 s of
+    CPU — is paid once per search process rather than once per traced search."""
+
+    def __init__(self, buffer_bytes: int) -> None:
+        import socket
+
+        self.buffer_bytes = int(buffer_bytes)
+        self.owner = os.getpid()
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - open for the process's life
+        env = dict(os.environ)
+        # The writer must import this very package, wherever it was imported from here.
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_package_root(), env.get("PYTHONPATH", "")) if p
+        )
+        # The writer never does linear algebra: without these, importing NumPy starts a BLAS
+        # thread pool that costs about 0.06 s of CPU per writer (on a busy machine, the
+        # searches' CPU).
+        env.update(_ONE_THREAD_ENV)
+        self.ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ttsr_bridge.traces.tracing_process",
+                 str(theirs.fileno()), str(self.buffer_bytes)],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.stderr,
+                pass_fds=(theirs.fileno(),), close_fds=True, env=env, bufsize=0,
+            )
+        except BaseException:
+            self.ctl.close()
+            self.stderr.close()
+            raise
+        finally:
+            theirs.close()
+        assert self.proc.stdin is not None
+        self.pipe = self.proc.stdin
+        _grow_pipe(self.pipe.fileno())
+        self.backlog = _PipeBacklog(self.pipe.fileno())
+
+    def open(self, fd: int) -> None:
+        """Hand the writer the next trace file (it takes its own copy of ``fd``)."""
+        import socket
+
+        socket.send_fds(self.ctl, [b"F"], [fd])
+
+    def wait_file(self) -> bool:
+        """Wait until the writer has closed the current file: True, or False if it died."""
+        try:
+            return self.ctl.recv(1) == _FILE_DONE
+        except OSError:
+            return False
+
+    def shutdown(self, timeout: float = 60.0) -> int:
+        """End the process: EOF on both channels, then wait for it (killed after ``timeout``
+        seconds); its exit status."""
+        try:
+            self.backlog.finish()
+            self.pipe.close()
+            self.ctl.close()
+            return self.proc.wait(timeout=timeout)
+        except (OSError, KeyboardInterrupt, subprocess.TimeoutExpired):
+            self.kill()
+            raise
+
+    def forget(self) -> None:
+        """In a forked child: close this process's copies of the channels (the parent owns the
+        writer; an open copy here would keep it from ever seeing EOF)."""
+        for channel in (self.pipe, self.ctl):
+            with contextlib.suppress(OSError):
+                channel.close()
+
+    def kill(self) -> None:
+        _kill(self.proc)  # first: what is still queued then fails at once (EPIPE)
+        self.backlog.finish(timeout=5.0)
+        for channel in (self.pipe, self.ctl):
+            try:
+                channel.close()
+            except OSError:
+                pass
+
+    def failure(self, what: str) -> str:
+        try:
+            self.stderr.seek(0)
+            text = self.stderr.read().decode("utf-8", "replace").strip()
+        except (OSError, ValueError):
+            text = ""
+        tail = text.splitlines()[-1] if text else "no message"
+        return f"{what}: {tail}" + (f"\n{text}" if text else "")
+
+
+_FILE_DONE = b"\x01"
+_idle_lock = threading.Lock()
+_idle: list[_WriterProcess] = []  # started by this process, between files
+
+
+def _take_writer(buffer_bytes: int) -> _WriterProcess:
+    """An idle writer process of this process (one that finished its last file), else a new one."""
+    with _idle_lock:
+        while _idle:
+            w = _idle.pop()
+            if w.owner == os.getpid() and w.buffer_bytes == buffer_bytes and w.proc.poll() is None:
+                return w
+            if w.owner == os.getpid():
+                w.kill()
+    return _WriterProcess(buffer_bytes)
+
+
+def _give_back(w: _WriterProcess) -> None:
+    """Keep a writer that finished its file for the next one (one idle writer at most)."""
+    with _idle_lock:
+        if w.owner == os.getpid() and not _idle:
+            _idle.append(w)
+            return
+    w.shutdown()
+
+
+@atexit.register
+def _shutdown_idle() -> None:
+    with _idle_lock:
+        writers = [w for w in _idle if w.owner == os.getpid()]
+        _idle.clear()
+    for w in writers:
+        with contextlib.suppress(Exception):  # the interpreter is exiting
+            w.shutdown(timeout=10.0)
+
+
+def writer_cpu_seconds() -> float:
+    """CPU seconds of this process's writer processes so far: the idle ones (read from
+    ``/proc``, Linux) plus every one that has exited (``RUSAGE_CHILDREN``: all waited-for
+    children, so take differences)."""
+    total = 0.0
+    try:
+        import resource
+
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        total = ru.ru_utime + ru.ru_stime
+    except ImportError:  # not POSIX
+        pass
+    with _idle_lock:
+        pids = [w.proc.pid for w in _idle if w.owner == os.getpid() and w.proc.poll() is None]
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def _forget_idle_after_fork() -> None:
+    # The lock may have been held by another thread at the fork: the child gets a new one.
+    global _idle_lock
+    _idle_lock = threading.Lock()
+    for w in _idle:
+        w.forget()
+    _idle.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_idle_after_fork)
 
 
 class ProcessSink:
@@ -192,37 +367,22 @@ class ProcessSink:
 
     def __init__(self, file: IO[str], buffer_bytes: int) -> None:
         file.flush()
-        self._stderr = tempfile.TemporaryFile()
-        env = dict(os.environ)
-        # The writer must import this very package, wherever it was imported from here.
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (_package_root(), env.get("PYTHONPATH", "")) if p
-        )
-        # The writer never does linear algebra: without these, importing NumPy starts a BLAS
-        # thread pool that costs about 0.06 s of CPU per traced search (on a busy machine, the
-        # searches' CPU).
-        env.update(_ONE_THREAD_ENV)
-        fd = file.fileno()
+        self._w = _take_writer(buffer_bytes)
         try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "ttsr_bridge.traces.tracing_process", str(fd),
-                 str(int(buffer_bytes))],
-                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
-                pass_fds=(fd,), close_fds=True, env=env, bufsize=0,
-            )
-        except BaseException:
-            self._stderr.close()
-            raise
+            self._w.open(file.fileno())
+        except OSError:  # the idle writer died meanwhile: a new one
+            self._w.kill()
+            self._w = _WriterProcess(buffer_bytes)
+            self._w.open(file.fileno())
         file.close()  # the writer holds the file now
-        assert self._proc.stdin is not None
-        self._pipe = self._proc.stdin
-        _grow_pipe(self._pipe.fileno())
         self.closed = False
         self._ops_known = -1
-        self._backlog = _PipeBacklog(self._pipe.fileno())
         # A writer never closed (a forgotten close, an interpreter exit) still gets its EOF.
-        self._finalizer = weakref.finalize(self, _finalize, self._proc, self._pipe, self._stderr,
-                                           self._backlog)
+        self._finalizer = weakref.finalize(self, _finalize, self._w)
+
+    @property
+    def _proc(self) -> subprocess.Popen[bytes]:
+        return self._w.proc
 
     # ---- sending ---------------------------------------------------------------------------
     def send(self, ops: list[Any], *trees: Any) -> None:
@@ -240,34 +400,36 @@ class ProcessSink:
     def _write(self, parts: tuple[bytes, bytes]) -> None:
         try:
             for part in parts:
-                self._backlog.put(part)
+                self._w.backlog.put(part)
         except OSError as exc:  # BrokenPipeError: the writer died
             self.abort()
-            raise TraceWriterError(self._failure("the trace writer process stopped")) from exc
+            raise TraceWriterError(self._w.failure("the trace writer process stopped")) from exc
 
     # ---- ending ----------------------------------------------------------------------------
     def close(self) -> None:
-        """EOF to the writer, wait until it has written everything; raise if it failed."""
+        """Tell the writer the file is complete and wait until it is; raise if it failed."""
         if self.closed:
             return
+        self._write(_encode_parts(MSG_CLOSE, None))
         self.closed = True
         self._finalizer.detach()
+        w = self._w
         try:
-            self._backlog.finish()
-            self._pipe.close()
-            rc = self._proc.wait()
+            w.backlog.finish()
+            done = w.backlog.error is None and w.wait_file()
         except BaseException:  # e.g. a second Ctrl-C while waiting: stop the writer now
-            _kill(self._proc)
-            self._backlog.finish(timeout=5.0)
-            self._stderr.close()
+            w.kill()
             raise
-        if self._backlog.error is not None and rc == 0:
-            rc = -1  # the pipe broke although the process says it succeeded
-        if rc != 0:
-            message = self._failure(f"the trace writer process exited with status {rc}")
-            self._stderr.close()
-            raise TraceWriterError(message)
-        self._stderr.close()
+        if done:
+            _give_back(w)
+            return
+        try:  # it failed and is exiting: let it write its message first
+            w.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+        w.kill()
+        rc = w.proc.wait()
+        raise TraceWriterError(w.failure(f"the trace writer process exited with status {rc}"))
 
     def abort(self) -> None:
         """Kill the writer (lines not yet written are lost; the last one may be cut)."""
@@ -275,21 +437,7 @@ class ProcessSink:
             return
         self.closed = True
         self._finalizer.detach()
-        _kill(self._proc)  # first: what is still queued then fails at once (EPIPE)
-        self._backlog.finish(timeout=5.0)
-        try:
-            self._pipe.close()
-        except OSError:
-            pass
-
-    def _failure(self, what: str) -> str:
-        try:
-            self._stderr.seek(0)
-            text = self._stderr.read().decode("utf-8", "replace").strip()
-        except (OSError, ValueError):
-            text = ""
-        tail = text.splitlines()[-1] if text else "no message"
-        return f"{what}: {tail}" + (f"\n{text}" if text else "")
+        self._w.kill()
 
 
 _ONE_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -310,16 +458,12 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def _finalize(proc: subprocess.Popen[bytes], pipe: IO[bytes], stderr: IO[bytes],
-              backlog: _PipeBacklog) -> None:
+def _finalize(w: _WriterProcess) -> None:
+    """A sink dropped without ``close``: EOF to its writer, which completes the file and exits."""
     try:
-        backlog.finish()
-        pipe.close()
-        proc.wait()
+        w.shutdown()
     except (OSError, KeyboardInterrupt):
-        _kill(proc)
-    finally:
-        stderr.close()
+        pass
 
 
 def open_sink(file: IO[str], buffer_bytes: int, background: bool | None) -> InlineSink | ProcessSink:
@@ -366,14 +510,17 @@ def _read_messages(stream: IO[bytes]):
         yield decode_message(data)
 
 
-def run_writer(stream: IO[bytes], out: IO[str]) -> int:
-    """Render every message of ``stream`` into ``out``; returns the number of lines written."""
+def run_writer(stream: IO[bytes], out: IO[str]) -> tuple[int, bool]:
+    """Render the messages of ``stream`` into ``out`` up to the file's ``MSG_CLOSE`` (then
+    ``(lines written, True)``) or EOF (``(lines, False)``)."""
     renderer = TraceRenderer()
     lines = 0
     for kind, payload in _read_messages(stream):
         if kind == MSG_FORMS:
             renderer.set_forms(payload)
             continue
+        if kind == MSG_CLOSE:
+            return lines, True
         if not (isinstance(payload, tuple) and len(payload) in (1, 4, 8)
                 and isinstance(payload[0], list)
                 and all(isinstance(b, bytes) for b in payload[1:])):
@@ -383,7 +530,7 @@ def run_writer(stream: IO[bytes], out: IO[str]) -> int:
             out.write(line)
             out.write("\n")
             lines += 1
-    return lines
+    return lines, False
 
 
 def _light_expr_package() -> None:
@@ -404,19 +551,41 @@ def _light_expr_package() -> None:
     sys.modules[name] = pkg
 
 
+def serve(ctl: Any, stream: IO[bytes], buffer_bytes: int) -> int:
+    """The writer's loop: take a trace file's descriptor from the socket ``ctl``, render the
+    frames of ``stream`` into it up to ``MSG_CLOSE``, close it, acknowledge; again, until the
+    search process closes the socket or the pipe (EOF: the current file is completed, then the
+    writer exits)."""
+    import socket
+
+    while True:
+        try:
+            _, fds, _, _ = socket.recv_fds(ctl, 1, 1)
+        except OSError:
+            return 0
+        if not fds:
+            return 0  # no more files
+        with os.fdopen(fds[0], "w", encoding="utf-8", buffering=buffer_bytes) as out:
+            _, closed = run_writer(stream, out)
+        if not closed:
+            return 0
+        ctl.sendall(_FILE_DONE)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """The writer process: ``python -m ttsr_bridge.traces.tracing_process FD BUFFER_BYTES``."""
+    """The writer process: ``python -m ttsr_bridge.traces.tracing_process SOCKET_FD BUFFER_BYTES``."""
+    import socket
+
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m ttsr_bridge.traces.tracing_process FD BUFFER_BYTES "
+        print("usage: python -m ttsr_bridge.traces.tracing_process SOCKET_FD BUFFER_BYTES "
               "(started by TraceWriter, not by hand)", file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _light_expr_package()
     fd, buffer_bytes = int(args[0]), int(args[1])
-    with os.fdopen(fd, "w", encoding="utf-8", buffering=buffer_bytes) as out:
-        run_writer(sys.stdin.buffer, out)
-    return 0
+    with socket.socket(fileno=fd) as ctl:
+        return serve(ctl, sys.stdin.buffer, buffer_bytes)
 
 
 if __name__ == "__main__":

@@ -77,25 +77,37 @@ class _Run:
     evals: float
 
 
-def _children_cpu() -> float:
-    """CPU seconds of the trace writer processes so far (they outlive a search: reused)."""
-    from ..traces.tracing_process import writer_cpu_seconds
+def _search_config(evals: int, seed: int):
+    """The measured search: the ``pysr`` preset up to ``evals`` evaluations."""
+    from ..search import SearchConfig
 
-    return writer_cpu_seconds()
+    return SearchConfig.preset("pysr", niterations=10_000, max_evals=evals, random_state=seed)
+
+
+def _warm_up(X, y, seed: int, trace: Path, background: bool | None) -> None:
+    """A small plain search (compiles the kernels), then a traced one (imports the tracing
+    modules and starts the writer process, which later traced searches reuse)."""
+    from ..search import SearchConfig
+
+    warm = SearchConfig.preset("pysr", niterations=1, populations=2, ncycles_per_iteration=5,
+                               random_state=seed)
+    _timed_search(X, y, warm, None, None)
+    _timed_search(X, y, warm, trace, background)
 
 
 def _timed_search(X, y, config, trace: Path | None, background: bool | None) -> _Run:
-    """Wall and CPU time of one search; the traced one writes to ``trace``."""
+    """Wall and CPU time of one search; the traced one writes to ``trace``. The writer's CPU
+    is read from the writer processes (they outlive a search: reused)."""
     from ..search import equation_search
-    from ..traces.tracing_process import WRITER_ENV
+    from ..traces.tracing_process import WRITER_ENV, writer_cpu_seconds
 
     saved = os.environ.get(WRITER_ENV)
     if background is not None:  # equation_search's writer is chosen through the environment
         os.environ[WRITER_ENV] = "process" if background else "inline"
     try:
-        k0, c0, t0 = _children_cpu(), time.process_time(), time.perf_counter()
+        k0, c0, t0 = writer_cpu_seconds(), time.process_time(), time.perf_counter()
         res = equation_search(X, y, config, trace=None if trace is None else str(trace))
-        t1, c1, k1 = time.perf_counter(), time.process_time(), _children_cpu()
+        t1, c1, k1 = time.perf_counter(), time.process_time(), writer_cpu_seconds()
         return _Run(t1 - t0, c1 - c0, k1 - k0, float(res.num_evals))
     finally:
         if saved is None:
@@ -109,17 +121,13 @@ def measure_overhead(
     workdir: Path | None = None,
 ) -> OverheadResult:
     """Run the plain and the traced search ``repeats`` times each, alternating."""
-    from ..search import SearchConfig
     from .engine_speed import make_data
 
     X, y = make_data(seed, n_points)
-    warm = SearchConfig.preset("pysr", niterations=1, populations=2, ncycles_per_iteration=5,
-                               random_state=seed)
-    cfg = SearchConfig.preset("pysr", niterations=10_000, max_evals=evals, random_state=seed)
+    cfg = _search_config(evals, seed)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         path = Path(tmp) / "trace.jsonl"
-        _timed_search(X, y, warm, None, None)  # compile the kernels
-        _timed_search(X, y, warm, path, background)  # and import the tracing modules
+        _warm_up(X, y, seed, path, background)
         plain: list[_Run] = []
         traced: list[_Run] = []
         for _ in range(repeats):
@@ -144,29 +152,23 @@ _POOL_DATA: tuple[Any, Any] | None = None
 
 
 def _pool_init(seed: int, n_points: int, background: bool | None, ready: Any) -> None:
-    """Worker start: the data, then one small plain and traced search (kernels, imports);
-    then wait on the barrier ``ready`` until every worker (and the parent) is there."""
+    """Worker start: the data and the warm-up (:func:`_warm_up`); then wait on the barrier
+    ``ready`` until every worker (and the parent) is there."""
     global _POOL_DATA
-    from ..search import SearchConfig
     from .engine_speed import make_data
 
     _POOL_DATA = make_data(seed, n_points)
-    warm = SearchConfig.preset("pysr", niterations=1, populations=2, ncycles_per_iteration=5,
-                               random_state=seed)
     with tempfile.TemporaryDirectory() as tmp:
-        _timed_search(*_POOL_DATA, warm, None, None)
-        _timed_search(*_POOL_DATA, warm, Path(tmp) / "warm.jsonl", background)
+        _warm_up(*_POOL_DATA, seed, Path(tmp) / "warm.jsonl", background)
     ready.wait()
 
 
 def _pool_search(task: tuple[int, int, str | None, bool | None]) -> float:
     """One search of a worker (traced into the folder ``task[2]`` unless it is None); its
     evaluations."""
-    from ..search import SearchConfig
-
     evals, seed, folder, background = task
     assert _POOL_DATA is not None
-    cfg = SearchConfig.preset("pysr", niterations=10_000, max_evals=evals, random_state=seed)
+    cfg = _search_config(evals, seed)
     path = None if folder is None else Path(folder) / f"trace-{seed}-{time.monotonic_ns()}.jsonl"
     run = _timed_search(*_POOL_DATA, cfg, path, background)
     if path is not None:

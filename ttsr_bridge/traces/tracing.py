@@ -308,12 +308,10 @@ def _pack_trees(trees: list[Any], slots: list[int],
     (int64 per tree named: its table row, or -1 for the next tree sent by reference)."""
     table: tuple[bytes, ...] = ()
     if len(slots) != len(trees):  # some trees are table rows
-        if not tables:
-            raise ValueError("a trace event names a row of a tree table no longer held")
         ids = np.array(slots, np.int64)
         named = ids >= 0
-        ids[named] -= tables[0][0]
-        if int(ids[named].min()) < 0:
+        ids[named] -= tables[0][0] if tables else 0
+        if not tables or int(ids[named].min()) < 0:
             raise ValueError("a trace event names a row of a tree table no longer held")
         table = _pack_tables(tables) + (ids.tobytes(),)
     codes = [t.codes for t in trees]
@@ -410,8 +408,8 @@ class IterationTrace:
             else:
                 self._slot(tree_at)
         ops = self._ops
-        ops += (OP_MUTATE_CHILD, self.id, parent.ref, child.ref, child.parent, child.cost, child.loss,
-                same, _time() if t is None else t, type_, result, reason,
+        ops += (OP_MUTATE_CHILD, self.id, parent.ref, child.ref, child.parent, child.cost,
+                child.loss, same, _time() if t is None else t, type_, result, reason,
                 None if replaced is None else replaced.ref)
         if len(ops) >= _FLUSH_ITEMS:
             self._writer.flush()
@@ -433,8 +431,8 @@ class IterationTrace:
             self._slots_extend((tree_at, tree_at + 1))
         ops = self._ops
         ops += (OP_CROSSOVER_CHILDREN, self.id, parent1.ref, parent2.ref, child1.ref,
-                child1.parent, child1.cost, child1.loss, child2.ref, child2.parent, child2.cost, child2.loss,
-                replaced1.ref, replaced2.ref, _time() if t is None else t,
+                child1.parent, child1.cost, child1.loss, child2.ref, child2.parent, child2.cost,
+                child2.loss, replaced1.ref, replaced2.ref, _time() if t is None else t,
                 details if details.__class__ is str else self._writer.details_json(details))
         if len(ops) >= _FLUSH_ITEMS:
             self._writer.flush()

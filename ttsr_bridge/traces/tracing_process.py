@@ -184,7 +184,8 @@ class _PlainUnpickler(pickle.Unpickler):
 def decode_message(data: bytes) -> tuple[int, Any]:
     """The ``(kind, payload)`` of one frame's data (checked)."""
     msg = _PlainUnpickler(io.BytesIO(data)).load()
-    if not (isinstance(msg, tuple) and len(msg) == 2 and msg[0] in (MSG_FORMS, MSG_OPS, MSG_CLOSE)):
+    if not (isinstance(msg, tuple) and len(msg) == 2
+            and msg[0] in (MSG_FORMS, MSG_OPS, MSG_CLOSE)):
         raise ValueError("malformed trace writer message")
     return msg
 
@@ -259,9 +260,9 @@ class _WriterProcess:
             self.kill()
             raise
 
-    def forget(self) -> None:
-        """In a forked child: close this process's copies of the channels (the parent owns the
-        writer; an open copy here would keep it from ever seeing EOF)."""
+    def close_channels(self) -> None:
+        """Close this process's ends of the pipe and the socket (in a forked child, its copies:
+        the parent owns the writer, and an open copy would keep it from ever seeing EOF)."""
         for channel in (self.pipe, self.ctl):
             with contextlib.suppress(OSError):
                 channel.close()
@@ -269,11 +270,7 @@ class _WriterProcess:
     def kill(self) -> None:
         _kill(self.proc)  # first: what is still queued then fails at once (EPIPE)
         self.backlog.finish(timeout=5.0)
-        for channel in (self.pipe, self.ctl):
-            try:
-                channel.close()
-            except OSError:
-                pass
+        self.close_channels()
 
     def failure(self, what: str) -> str:
         try:
@@ -350,7 +347,7 @@ def _forget_idle_after_fork() -> None:
     global _idle_lock
     _idle_lock = threading.Lock()
     for w in _idle:
-        w.forget()
+        w.close_channels()
     _idle.clear()
 
 
@@ -462,8 +459,8 @@ def _finalize(w: _WriterProcess) -> None:
     """A sink dropped without ``close``: EOF to its writer, which completes the file and exits."""
     try:
         w.shutdown()
-    except (OSError, KeyboardInterrupt):
-        pass
+    except (OSError, KeyboardInterrupt, subprocess.TimeoutExpired):
+        pass  # shutdown killed it
 
 
 def open_sink(file: IO[str], buffer_bytes: int, background: bool | None) -> InlineSink | ProcessSink:

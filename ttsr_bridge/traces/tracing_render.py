@@ -45,8 +45,8 @@ tag                  fields
 
 ``OP_ENTRY`` registers a ref in ``mutations`` unless it is registered (SR.jl's first state
 wins; its tree is consumed either way); ``OP_START_ENTRY`` registers it, unless it is
-registered, with all its fields from ``members``; the compact events (``OP_MUTATE_CHILD``, ``OP_CROSSOVER_CHILDREN``) register a
-parent or a replaced member that is not yet registered with its ``members`` state — the
+registered, with all its fields from ``members``; the compact events (``OP_MUTATE_CHILD``,
+``OP_CROSSOVER_CHILDREN``) register a parent or a replaced member that is not yet registered with its ``members`` state — the
 engine's invariant: every member an event names is a member at the record's start (members are
 immutable values per ref) or a child traced earlier in the record; a tuning is a
 ``tuning`` then a ``death`` event; a crossover's event goes on both parents and a ``death`` on
@@ -379,6 +379,11 @@ def _death(events: dict[int, Any], heads: dict[int, str], ref: int, ts: str) -> 
     events[ref] = _seal(ref, heads[ref], events[ref])
 
 
+def _unknown_ref(ref: int) -> ValueError:
+    return ValueError(f"trace event names ref {ref}, neither traced in this iteration nor a "
+                      "member at its start")
+
+
 def _with_table_rows(printer: Any, own: list[str], codes: Any, vals: Any, lens: Any,
                      slots: Any) -> list[str]:
     """The chunk's trees in event order: table rows where ``slots >= 0``, ``own`` elsewhere."""
@@ -646,8 +651,7 @@ class TraceRenderer:
                 i += 3
                 if ref not in heads:
                     if ref not in rec.start_fields:
-                        raise ValueError(f"trace event names ref {ref}, neither traced in this "
-                                         "iteration nor a member at its start")
+                        raise _unknown_ref(ref)
                     heads[ref] = rec.start_fields[ref]
                     rtrees[ref] = rec.member_trees[ref]
                     events[ref] = ""
@@ -691,8 +695,7 @@ class TraceRenderer:
         try:
             rec.heads[ref] = rec.member_heads[ref]
         except KeyError:
-            raise ValueError(f"trace event names ref {ref}, neither traced in this iteration nor "
-                             "a member at its start") from None
+            raise _unknown_ref(ref) from None
         rec.trees[ref] = rec.member_trees[ref]
         rec.events[ref] = ""
 

@@ -66,11 +66,17 @@ def test_fit_problem_file_reports_recovery(tmp_path):
 @pytest.mark.parametrize(
     "text, args, match",
     [
-        ("a,b\n1,2\n", ["--target", "zz"], "no column 'zz'"),
-        ("a,b\n1,x\n2,3\n", ["--target", "b"], "non-numeric"),
-        ("a,b\n1,nan\n2,3\n", ["--target", "b"], "NaN/inf"),
-        ("a,b\n", ["--target", "b"], "no data rows"),
-        ("b\n1\n2\n", ["--target", "b"], "no feature columns"),
+        ("a,b\n1,2\n", ["--target", "zz"], "no target column 'zz'"),
+        ("a,b\n1,x\n2,3\n", ["--target", "b"], ":2, column 'b': 'x' is not a number"),
+        ("a,b\n1,nan\n2,3\n", ["--target", "b"], ":2, column 'b': non-finite value 'nan'"),
+        ("a,b\n1,2\n2,inf\n", ["--target", "b"], ":3, column 'b': non-finite value 'inf'"),
+        ("a,b\n1,\n2,3\n", ["--target", "b"], "empty cell"),
+        ("a,b\n", ["--target", "b"], "0 data row(s); need at least 2"),
+        ("a,b\n1,2\n", ["--target", "b"], "1 data row(s); need at least 2"),
+        ("a,b\n1,2\n3\n", ["--target", "b"], ":3: expected 2 cells, got 1"),
+        ("b\n1\n2\n", ["--target", "b"], "need at least two columns"),
+        ("my x,b\n1,2\n2,3\n", ["--target", "b"], "is not an identifier"),
+        ("sin,b\n1,2\n2,3\n", ["--target", "b"], "operator/function name"),
     ],
 )
 def test_fit_bad_csv_clear_error(tmp_path, capsys, text, args, match):

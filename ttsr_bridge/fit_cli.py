@@ -54,34 +54,16 @@ class FitInput:
 
 
 def load_csv(path: Path, target: str) -> FitInput:
-    """Read a numeric CSV; clear errors on missing columns, non-numeric or non-finite values."""
-    import pandas as pd
+    """Read a numeric CSV with :func:`~ttsr_bridge.bench.problems.read_csv_table` (the reader
+    ``ttsr bench`` uses): the error names the file, line and column of the first bad cell, and
+    column names must be identifiers, since they are the printed equation's variables."""
+    from .bench.problems import ProblemError, read_csv_table
 
-    if not path.is_file():
-        raise ValueError(f"data file not found: {path}")
     try:
-        df = pd.read_csv(path)
-    except Exception as e:  # pandas raises many types for malformed CSV
-        raise ValueError(f"cannot read {path} as CSV: {e}") from None
-    if df.empty:
-        raise ValueError(f"{path}: no data rows")
-    if target not in df.columns:
-        raise ValueError(f"{path}: no column {target!r}; columns are {list(df.columns)}")
-    features = [c for c in df.columns if c != target]
-    if not features:
-        raise ValueError(f"{path}: no feature columns besides the target {target!r}")
-    bad = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
-    if bad:
-        raise ValueError(f"{path}: non-numeric column(s) {bad}")
-    X = df[features].to_numpy(dtype=np.float64)
-    y = df[target].to_numpy(dtype=np.float64)
-    nonfinite = ~np.isfinite(X).all(axis=1) | ~np.isfinite(y)
-    if nonfinite.any():
-        rows = (np.flatnonzero(nonfinite)[:5] + 2).tolist()  # +2: header line and 1-based
-        raise ValueError(f"{path}: {int(nonfinite.sum())} row(s) with NaN/inf values (CSV lines {rows}...)")
-    if len(y) < 2:
-        raise ValueError(f"{path}: need at least 2 rows, got {len(y)}")
-    return FitInput(X, y, tuple(str(f) for f in features), str(path))
+        table = read_csv_table(path, target, min_rows=2)
+    except ProblemError as e:
+        raise ValueError(str(e)) from None
+    return FitInput(np.array(table.X), np.array(table.y), table.feature_names, str(path))
 
 
 def load_problem(path: Path, name: str | None, seed: int) -> FitInput:

@@ -960,14 +960,14 @@ def _numeric_column(cells: Sequence[str], where: str, lines: Sequence[int], colu
     return values
 
 
-def read_csv_table(path: str | Path, target: str | None = None) -> DataTable:
+def read_csv_table(path: str | Path, target: str | None = None, *, min_rows: int = MIN_CSV_ROWS) -> DataTable:
     """Read a numeric CSV with a header row (comma-separated, UTF-8; a BOM is accepted).
 
     ``target``: the target column (``None``: the last one); every other column is a feature,
     in file order. Column names must be identifiers and not operator names (they are the
     variable names the engines print). Raises :class:`ProblemError` naming the file, line and
     column of the first fault: empty file, a single column, a missing target, fewer than
-    :data:`MIN_CSV_ROWS` rows, a row with the wrong number of cells, an empty, non-numeric or
+    ``min_rows`` rows, a row with the wrong number of cells, an empty, non-numeric or
     non-finite cell.
     """
     p = Path(path)
@@ -979,7 +979,7 @@ def read_csv_table(path: str | Path, target: str | None = None) -> DataTable:
             reader = csv.reader(fh, skipinitialspace=True)  # so that `a, "b"` reads b as quoted
             header = next(reader, None)
             if header is None or not any(h.strip() for h in header):
-                raise ProblemError(f"{where}: empty file (need a header row and at least {MIN_CSV_ROWS} data rows)")
+                raise ProblemError(f"{where}: empty file (need a header row and at least {min_rows} data rows)")
             names = _check_column_names(header, where)
             rows, lines = _read_rows(reader, where, len(names))
     except UnicodeDecodeError as e:
@@ -989,8 +989,8 @@ def read_csv_table(path: str | Path, target: str | None = None) -> DataTable:
     target = names[-1] if target is None else target
     if target not in names:
         raise ProblemError(f"{where}: no target column {target!r}; columns are {list(names)}")
-    if len(rows) < MIN_CSV_ROWS:
-        raise ProblemError(f"{where}: {len(rows)} data row(s); need at least {MIN_CSV_ROWS}")
+    if len(rows) < min_rows:
+        raise ProblemError(f"{where}: {len(rows)} data row(s); need at least {min_rows}")
     columns = {n: _numeric_column([r[k] for r in rows], where, lines, n) for k, n in enumerate(names)}
     features = tuple(n for n in names if n != target)
     X = np.column_stack([columns[n] for n in features])

@@ -171,11 +171,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="only problems with these names / globs (repeatable)")
     ap.add_argument("--time-limit", type=float, default=60.0, metavar="S", help="seconds per problem")
     ap.add_argument("--max-evals", type=int, default=None, help="evaluation budget per problem")
+    ap.add_argument("--niterations", type=int, default=1_000_000, metavar="N",
+                    help="iteration budget per problem (PySR's default run is 100; default: unbounded)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print one JSON line")
     args = ap.parse_args(argv)
     if not (args.time_limit > 0 and math.isfinite(args.time_limit)):
         ap.error("--time-limit must be a positive number")
+    if args.niterations < 1:
+        ap.error("--niterations must be >= 1")
     if args.limit_nguyen is not None and args.limit_nguyen < 1:
         ap.error("--limit-nguyen must be >= 1")
     suites = args.suite or ["harder"]
@@ -192,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     _warm_up()
     results = []
     for p in problems:
-        r = check_problem(p, time_limit=args.time_limit, seed=args.seed, max_evals=args.max_evals)
+        r = check_problem(p, time_limit=args.time_limit, seed=args.seed, max_evals=args.max_evals,
+                          niterations=args.niterations)
         results.append(r)
         if not args.json:
             print(f"{r.problem}: recovered={r.recovered} ({r.seconds:.1f} s, {r.evaluations:.0f} evals)",

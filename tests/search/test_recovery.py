@@ -73,3 +73,19 @@ def test_watcher_only_asks_sympy_about_low_loss_members():
     hof.consider(PopMember(op("*", var(0), op("/", var(0), const(1.0000000001))), 0.0, 1e-25, 2, 5, 2))
     assert w(2, hof, 200.0, 0.2) and w.checks == 1
     assert w.found is not None and w.found_at == (2, 200.0, 0.2)
+
+
+def test_recovery_check_cli_iteration_budget(capsys):
+    import json
+
+    from ttsr_bridge.bench.recovery_check import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--suite", "nguyen", "--select", "nguyen7", "--niterations", "0"])
+    assert e.value.code == 2 and "--niterations must be >= 1" in capsys.readouterr().err
+    # Nguyen-7 is not recovered in one iteration: the run ends on its iteration budget
+    assert main(["--suite", "nguyen", "--select", "nguyen7", "--niterations", "1", "--seed", "0", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    (r,) = out["results"]
+    assert r["problem"] == "nguyen7" and r["stop_reason"] == "niterations" and r["iterations"] == 1
+    assert out["summary"]["problems"] == 1

@@ -83,6 +83,43 @@ def test_gzip_and_missing_search(tmp_path: Path) -> None:
         read_trace(p, strict=True)
 
 
+def test_damaged_gzip_is_a_counted_skip_never_a_crash(tmp_path: Path) -> None:
+    whole = gzip.compress(FIXTURE.read_bytes(), compresslevel=1, mtime=0)
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(whole[: len(whole) - 40])  # a writer killed before the stream's end
+    tf = read_trace(cut)
+    assert tf.search is not None and tf.skipped == 1
+    assert tf.errors[-1].kind == "truncated" and "cut off" in tf.errors[-1].message
+    with pytest.raises(TraceFormatError, match=r"cut\.jsonl\.gz:\d+: the compressed stream is cut off"):
+        read_trace(cut, strict=True)
+    report = validate_file(cut)
+    assert not report.ok and "cut off" in report.errors[-1]
+    corrupt = tmp_path / "corrupt.jsonl.gz"
+    corrupt.write_bytes(whole[:10] + bytes(200))  # a gzip header, then no deflate stream
+    tf = read_trace(corrupt)
+    assert tf.skipped == 1 and tf.errors[-1].kind == "truncated"
+    assert not validate_file(corrupt).ok
+
+
+def test_content_not_name_tells_gzip_and_bad_utf8_is_a_bad_line(tmp_path: Path) -> None:
+    unnamed = tmp_path / "t.jsonl"  # gzip data under a plain name
+    unnamed.write_bytes(gzip.compress(FIXTURE.read_bytes()))
+    assert len(read_trace(unnamed, strict=True).iterations) == 2
+    plain = tmp_path / "t.jsonl.gz"  # plain text under a .gz name
+    plain.write_bytes(FIXTURE.read_bytes())
+    assert len(read_trace(plain, strict=True).iterations) == 2
+    lines = FIXTURE.read_bytes().splitlines(keepends=True)
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(lines[0] + b'{"tree":"caf\xe9"}\n' + b"".join(lines[1:]))
+    reader = iter_trace(latin)
+    assert len([r for r in reader if isinstance(r, IterationRecord)]) == 2
+    assert reader.skipped_bad == 1 and "not UTF-8" in reader.issues[0].message
+    assert reader.issues[0].line == 2
+    with pytest.raises(TraceFormatError, match=r"latin\.jsonl:2: not UTF-8"):
+        read_trace(latin, strict=True)
+    assert any("not UTF-8" in e for e in validate_file(latin).errors)
+
+
 def test_schema_is_draft_2020_12() -> None:
     import jsonschema
 

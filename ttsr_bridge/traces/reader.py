@@ -4,7 +4,9 @@
 whole file into a :class:`TraceFile`. Lenient by default: a truncated last line (a search that
 was killed mid-write), an unparsable or malformed line, or a record of another
 ``schema_version`` is skipped and counted. ``strict=True`` raises :class:`TraceFormatError`
-with ``file:line`` on the first such line instead. ``.gz`` files are read transparently.
+with ``file:line`` on the first such line instead. Gzip files are read transparently (told
+apart by their first bytes, not their name); a compressed stream that is cut off or corrupt
+ends the file as a truncated line does, and a line that is not UTF-8 is a bad line.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import gzip
 import json
 import os
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +35,9 @@ __all__ = [
     "TraceIssue",
     "TraceReader",
     "iter_trace",
+    "RawLine",
     "loads_trace_line",
+    "read_lines",
     "read_trace",
 ]
 
@@ -86,10 +91,60 @@ class TraceFile:
         return self.search.options if self.search is not None else ""
 
 
-def _open_text(path: Path) -> IO[str]:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="\n")
-    return open(path, "r", encoding="utf-8", newline="\n")
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    """The file's bytes, decompressed when it is gzip (by its magic bytes, whatever its name)."""
+    f = open(path, "rb")  # noqa: SIM115 (returned open: the caller closes it)
+    try:
+        is_gzip = f.read(2) == _GZIP_MAGIC
+        f.seek(0)
+    except BaseException:
+        f.close()
+        raise
+    if is_gzip:
+        f.close()
+        return gzip.open(path, "rb")  # type: ignore[return-value]  # owns (and closes) its file
+    return f
+
+
+@dataclass(frozen=True, slots=True)
+class RawLine:
+    """One line of a trace file as read: ``text`` (``None`` when unreadable, ``fault`` says
+    why, ``kind`` how to count it), and whether it ended in a newline."""
+
+    number: int
+    text: str | None
+    complete: bool
+    fault: str | None = None
+    kind: IssueKind | None = None
+
+
+def read_lines(path: str | os.PathLike[str]) -> Iterator[RawLine]:
+    """The lines of a trace file, plain or gzip. Never raises for bad content: a line that is
+    not UTF-8 comes as a ``bad_line`` fault; a compressed stream that is cut off (a writer
+    killed mid-file) or corrupt ends the file with one ``truncated`` fault. ``OSError`` (no
+    such file, unreadable) is raised."""
+    p = Path(path)
+    number = 0
+    # The file object closes when the generator is exhausted or dropped.
+    with _open_binary(p) as f:
+        try:
+            for raw in f:
+                number += 1
+                complete = raw.endswith(b"\n")
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    yield RawLine(number, None, complete, f"not UTF-8 text: {e}", "bad_line")
+                    continue
+                yield RawLine(number, text, complete)
+        except EOFError:
+            yield RawLine(number + 1, None, False,
+                          "the compressed stream is cut off (a writer killed mid-file?)", "truncated")
+        except (gzip.BadGzipFile, zlib.error) as e:
+            yield RawLine(number + 1, None, False, f"corrupt compressed data: {e}", "truncated")
 
 
 class TraceReader:
@@ -126,19 +181,19 @@ class TraceReader:
             self.issues.append(TraceIssue(line, kind, message))
 
     def __iter__(self) -> Iterator[SearchRecord | IterationRecord]:
-        with _open_text(self.path) as f:
-            lineno = 0
-            for raw in f:
-                lineno += 1
-                record = self._parse(raw, lineno)
-                if record is not None:
-                    self.records_read += 1
-                    self.lineno = lineno
-                    yield record
+        for line in read_lines(self.path):
+            if line.text is None:
+                assert line.kind is not None and line.fault is not None
+                self._issue(line.number, line.kind, line.fault)
+                continue
+            record = self._parse(line.text, line.number, line.complete)
+            if record is not None:
+                self.records_read += 1
+                self.lineno = line.number
+                yield record
 
-    def _parse(self, raw: str, lineno: int) -> SearchRecord | IterationRecord | None:
+    def _parse(self, raw: str, lineno: int, complete: bool) -> SearchRecord | IterationRecord | None:
         """One line → record, or ``None`` (skipped and counted, or blank)."""
-        complete = raw.endswith("\n")
         text = raw.strip()
         if not text:
             return None

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .reader import _open_text, loads_trace_line
+from .reader import loads_trace_line, read_lines
 
 __all__ = ["ValidationReport", "check_iteration_refs", "load_schema", "schema_path", "validate_file"]
 
@@ -104,29 +104,33 @@ def _schema_errors(obj: Any) -> list[str]:
 def validate_file(path: str | os.PathLike[str], *, semantic: bool = True) -> ValidationReport:
     """Validate every line of a trace file; see the module docstring for what is checked."""
     report = ValidationReport(Path(path))
-    with _open_text(report.path) as f:
-        for lineno, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
+    for line in read_lines(report.path):
+        lineno, raw = line.number, line.text
+        if raw is None:
             report.n_lines += 1
-            try:
-                obj = loads_trace_line(raw)
-            except json.JSONDecodeError as e:
-                tail = "" if raw.endswith("\n") else " (truncated last line)"
-                report.add(lineno, f"invalid JSON{tail}: {e}")
-                continue
-            for msg in _schema_errors(obj):
-                report.add(lineno, msg)
-            kind = obj.get("record_type") if isinstance(obj, dict) else None
-            if kind == "search":
-                report.n_search += 1
-                if lineno != 1 or report.n_search > 1:
-                    report.add(lineno, "'search' record is not the file's first line")
-            elif kind == "iteration":
-                report.n_iterations += 1
-                if semantic:
-                    for msg in check_iteration_refs(obj):
-                        report.add(lineno, msg)
+            report.add(lineno, str(line.fault))
+            continue
+        if not raw.strip():
+            continue
+        report.n_lines += 1
+        try:
+            obj = loads_trace_line(raw)
+        except (json.JSONDecodeError, RecursionError) as e:
+            tail = "" if line.complete else " (truncated last line)"
+            report.add(lineno, f"invalid JSON{tail}: {e}")
+            continue
+        for msg in _schema_errors(obj):
+            report.add(lineno, msg)
+        kind = obj.get("record_type") if isinstance(obj, dict) else None
+        if kind == "search":
+            report.n_search += 1
+            if lineno != 1 or report.n_search > 1:
+                report.add(lineno, "'search' record is not the file's first line")
+        elif kind == "iteration":
+            report.n_iterations += 1
+            if semantic:
+                for msg in check_iteration_refs(obj):
+                    report.add(lineno, msg)
     if report.n_search == 0:
         report.add(1, "no 'search' record")
     return report

@@ -114,6 +114,56 @@ def test_collect_writes_valid_traces_and_resumes(tmp_path: Path) -> None:
 
 
 @needs_engine
+def test_gzip_collection_resumes_either_way_and_converts(tmp_path: Path) -> None:
+    import gzip
+
+    from ttsr_bridge.traces.convert import ConvertConfig, convert
+
+    out = tmp_path / "coll"
+    cfg = _config(_problems(tmp_path))
+    data = collect(cfg, out, progress=False, compress=True)
+    shards = out / "shards"
+    packed = sorted(shards.glob("*.jsonl.gz"))
+    assert [t.name for t in packed] == ["lin__run000.jsonl.gz", "lin__run001.jsonl.gz",
+                                        "quad__run000.jsonl.gz", "quad__run001.jsonl.gz"]
+    assert not list(shards.glob("*.jsonl"))
+    for t in packed:
+        assert t.read_bytes()[:2] == b"\x1f\x8b" and validate_file(t).ok
+        assert read_trace(t, strict=True).iterations
+        uid = t.name.removesuffix(".jsonl.gz")
+        assert json.loads((shards / f"{uid}.json").read_text())["trace"] == t.name
+        assert data["units"][uid]["trace"] == f"shards/{t.name}"
+    # A kill, then a resume without gzip: only the lost unit is redone, as plain text; the
+    # gzip units count as done.
+    mtimes = {t.name: t.stat().st_mtime_ns for t in packed}
+    lost = gzip.decompress((shards / "quad__run001.jsonl.gz").read_bytes())
+    (shards / "quad__run001.jsonl.gz").unlink()
+    (shards / ".quad__run001.123.tmp.jsonl.gz").write_bytes(b"\x1f\x8b\x08")
+    data = collect(cfg, out, progress=False, compress=False)
+    assert all(u["status"] == "done" for u in data["units"].values())
+    assert data["units"]["quad__run001"]["trace"] == "shards/quad__run001.jsonl"
+    assert not list(shards.glob(".*"))  # the stale temporary file is gone
+    redone = (shards / "quad__run001.jsonl").read_bytes()
+    assert redone.count(b"\n") == lost.count(b"\n")  # the same search again
+    for t in packed[:3]:
+        assert t.stat().st_mtime_ns == mtimes[t.name]
+    now = {t.name: t.stat().st_mtime_ns for t in (*packed[:3], shards / "quad__run001.jsonl")}
+    again = collect(cfg, out, progress=False, compress=True)  # nothing left to do
+    assert all(u["status"] == "done" for u in again["units"].values())
+    assert {n: (shards / n).stat().st_mtime_ns for n in now} == now
+    assert not (shards / "quad__run001.jsonl.gz").exists()
+    # PySR writes plain text; a gzip collection compresses it afterwards, the same way
+    from ttsr_bridge.traces.collect import _gzip_file
+
+    _gzip_file(shards / "quad__run001.jsonl", tmp_path / "pysr.jsonl.gz")
+    assert gzip.decompress((tmp_path / "pysr.jsonl.gz").read_bytes()) == redone
+    # convert reads both kinds
+    report = convert(ConvertConfig(inputs=(str(out),), out=str(tmp_path / "ds"), heldout_files=()),
+                     progress=False)
+    assert report.counts["files"] == 4 and report.rows > 0
+
+
+@needs_engine
 def test_shards_share_a_directory(tmp_path: Path) -> None:
     out = tmp_path / "coll"
     cfg = _config(_problems(tmp_path), runs=2)
@@ -155,3 +205,26 @@ def test_resume_after_real_kill(tmp_path: Path) -> None:
     assert all(u["status"] == "done" for u in manifest["units"].values())
     for t in traces:
         assert read_trace(t, strict=True).iterations
+
+
+def test_cli_gzip_flag_and_config_key(tmp_path: Path) -> None:
+    import argparse
+
+    from ttsr_bridge.traces.collect_cli import _merge, add_arguments
+
+    def merged(*argv: str, yaml_text: str = "") -> tuple:
+        ap = argparse.ArgumentParser()
+        add_arguments(ap)
+        extra: list[str] = []
+        if yaml_text:
+            (tmp_path / "c.yaml").write_text(yaml_text)
+            extra = ["--config", str(tmp_path / "c.yaml")]
+        return _merge(ap.parse_args(["--out", "o", "--problems", "nguyen", "--budget-iterations", "1",
+                                     *extra, *argv]))
+
+    assert merged()[2] is False
+    assert merged("--gzip")[2] is True
+    assert merged(yaml_text="gzip: true\n")[2] is True
+    assert merged("--no-gzip", yaml_text="gzip: true\n")[2] is False  # the flag wins
+    with pytest.raises(CollectError, match="gzip must be true or false"):
+        merged(yaml_text="gzip: 3\n")

@@ -82,6 +82,61 @@ def test_process_and_inline_write_the_same_bytes(tmp_path: Path, monkeypatch) ->
     assert sum(len(it.mutations) for it in tf.iterations) > 100
 
 
+@pytest.mark.parametrize("env", ["inline", "process"])
+def test_gzip_trace_holds_the_same_bytes(tmp_path: Path, monkeypatch, env: str) -> None:
+    import gzip
+
+    from ttsr_bridge.traces import tracing
+    from ttsr_bridge.traces.validate import validate_file
+
+    def fixed() -> float:
+        return 1.7e9 + 0.5
+
+    monkeypatch.setattr(tracing, "_time", fixed)
+    monkeypatch.setattr(tracing.time, "time", fixed)
+    _small_search(tmp_path / "t.jsonl", env)
+    _small_search(tmp_path / "t.jsonl.gz", env)  # the name asks for gzip
+    plain = (tmp_path / "t.jsonl").read_bytes()
+    packed = (tmp_path / "t.jsonl.gz").read_bytes()
+    assert packed[:2] == b"\x1f\x8b" and gzip.decompress(packed) == plain
+    assert len(packed) * 4 < len(plain)
+    tf = read_trace(tmp_path / "t.jsonl.gz", strict=True)
+    assert tf.search is not None and len(tf.iterations) == 2 * 3
+    assert validate_file(tmp_path / "t.jsonl.gz").ok
+    # compress= overrides the name
+    with TraceWriter(tmp_path / "named.jsonl", "x", compress=True, background=env == "process") as tw:
+        _write_iterations(tw, 2)
+    assert (tmp_path / "named.jsonl").read_bytes()[:2] == b"\x1f\x8b"
+    with TraceWriter(tmp_path / "plain.gz", "x", compress=False, background=env == "process") as tw:
+        _write_iterations(tw, 2)
+    assert (tmp_path / "plain.gz").read_bytes().startswith(b'{"schema_version"')
+    for name in ("named.jsonl", "plain.gz"):
+        assert len(read_trace(tmp_path / name, strict=True).iterations) == 2
+
+
+def test_killed_gzip_writer_leaves_a_readable_file(tmp_path: Path) -> None:
+    # The writer dies before ending its gzip member: the search line (a member of its own) and
+    # whatever the cut member holds are read; the cut is one counted truncated line.
+    path = tmp_path / "t.jsonl.gz"
+    tw = TraceWriter(path, "x", background=True)
+    search_member = path.stat().st_size
+    _write_iterations(tw, 3)
+    tw.flush()
+    proc = tw._sink._proc
+    deadline = time.monotonic() + 30
+    while path.stat().st_size <= search_member and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the writer has begun its member (the gzip header)
+    assert path.stat().st_size > search_member
+    proc.kill()
+    proc.wait()
+    with pytest.raises(TraceWriterError):
+        tw.close()
+    tf = read_trace(path)
+    assert tf.search is not None and tf.search.options == "x"
+    assert tf.skipped == 1 and [e.kind for e in tf.errors] == ["truncated"]
+    assert "cut off" in tf.errors[0].message
+
+
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
 def test_writer_process_runs_single_threaded(tmp_path: Path) -> None:
     # The writer imports NumPy but never does linear algebra: no BLAS thread pool for it.

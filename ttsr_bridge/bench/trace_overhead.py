@@ -18,7 +18,8 @@ equal to the core count the writer processes compete with the searches for the c
 ``ttsr traces collect --workers N``.
 
 Usage: ``python -m ttsr_bridge.bench.trace_overhead [--json] [--evals N] [--n-points N]
-[--repeats R] [--seed S] [--inline] [--concurrent N]``. ``--json`` prints one JSON line
+[--repeats R] [--seed S] [--inline] [--concurrent N] [--gzip]``. ``--gzip`` writes the traces
+gzip-compressed (``trace.jsonl.gz``). ``--json`` prints one JSON line
 ``{"plain_evals_per_s", "traced_evals_per_s", "overhead", "cpu_overhead", ...}``.
 """
 
@@ -118,15 +119,16 @@ def _timed_search(X, y, config, trace: Path | None, background: bool | None) -> 
 
 def measure_overhead(
     evals: int, n_points: int, seed: int, repeats: int, *, background: bool | None = None,
-    workdir: Path | None = None,
+    workdir: Path | None = None, compress: bool = False,
 ) -> OverheadResult:
-    """Run the plain and the traced search ``repeats`` times each, alternating."""
+    """Run the plain and the traced search ``repeats`` times each, alternating (``compress``:
+    gzip traces)."""
     from .engine_speed import make_data
 
     X, y = make_data(seed, n_points)
     cfg = _search_config(evals, seed)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        path = Path(tmp) / "trace.jsonl"
+        path = Path(tmp) / _trace_name("trace", compress)
         _warm_up(X, y, seed, path, background)
         plain: list[_Run] = []
         traced: list[_Run] = []
@@ -139,12 +141,17 @@ def measure_overhead(
             if plain[-1].evals != traced[-1].evals:
                 raise RuntimeError(f"tracing changed the search: {plain[-1].evals} vs "
                                    f"{traced[-1].evals} evals")
-        with open(path, "rb") as fh:
-            lines = sum(1 for _ in fh)
+        from ..traces.reader import read_lines
+
+        lines = sum(1 for _ in read_lines(path))
         return OverheadResult(
             plain[0].evals, tuple(r.wall for r in plain), tuple(r.wall for r in traced),
             tuple(r.cpu for r in plain), tuple(r.cpu for r in traced),
             tuple(r.writer_cpu for r in traced), path.stat().st_size, lines)
+
+
+def _trace_name(stem: str, compress: bool) -> str:
+    return f"{stem}.jsonl.gz" if compress else f"{stem}.jsonl"
 
 
 # ---- a loaded machine: N searches at once ----------------------------------------------------
@@ -163,13 +170,14 @@ def _pool_init(seed: int, n_points: int, background: bool | None, ready: Any) ->
     ready.wait()
 
 
-def _pool_search(task: tuple[int, int, str | None, bool | None]) -> float:
-    """One search of a worker (traced into the folder ``task[2]`` unless it is None); its
-    evaluations."""
-    evals, seed, folder, background = task
+def _pool_search(task: tuple[int, int, str | None, bool | None, bool]) -> float:
+    """One search of a worker (traced into the folder ``task[2]`` unless it is None, gzip if
+    ``task[4]``); its evaluations."""
+    evals, seed, folder, background, compress = task
     assert _POOL_DATA is not None
     cfg = _search_config(evals, seed)
-    path = None if folder is None else Path(folder) / f"trace-{seed}-{time.monotonic_ns()}.jsonl"
+    path = None if folder is None else Path(folder) / _trace_name(f"trace-{seed}-{time.monotonic_ns()}",
+                                                                  compress)
     run = _timed_search(*_POOL_DATA, cfg, path, background)
     if path is not None:
         path.unlink()
@@ -177,7 +185,8 @@ def _pool_search(task: tuple[int, int, str | None, bool | None]) -> float:
 
 
 def measure_concurrent(evals: int, n_points: int, seed: int, repeats: int, workers: int, *,
-                       background: bool | None = None) -> tuple[list[float], list[float]]:
+                       background: bool | None = None,
+                       compress: bool = False) -> tuple[list[float], list[float]]:
     """Evaluations per second of ``workers`` searches at once, plain and traced (alternating,
     ``repeats`` each)."""
     import multiprocessing as mp
@@ -191,7 +200,7 @@ def measure_concurrent(evals: int, n_points: int, seed: int, repeats: int, worke
         ready.wait(timeout=600)  # every worker has started and warmed up
         for _ in range(repeats):
             for folder, out in ((None, plain), (tmp, traced)):
-                tasks = [(evals, seed + k, folder, background) for k in range(workers)]
+                tasks = [(evals, seed + k, folder, background, compress) for k in range(workers)]
                 t0 = time.perf_counter()
                 total = sum(pool.map(_pool_search, tasks, chunksize=1))
                 out.append(total / (time.perf_counter() - t0))
@@ -201,7 +210,8 @@ def measure_concurrent(evals: int, n_points: int, seed: int, repeats: int, worke
 def _concurrent_main(args: argparse.Namespace) -> dict[str, Any]:
     plain, traced = measure_concurrent(args.evals, args.n_points, args.seed, args.repeats,
                                        args.concurrent,
-                                       background=False if args.inline else None)
+                                       background=False if args.inline else None,
+                                       compress=args.gzip)
     p, t = statistics.median(plain), statistics.median(traced)
     return {
         "plain_evals_per_s": round(p, 1),
@@ -215,6 +225,7 @@ def _concurrent_main(args: argparse.Namespace) -> dict[str, Any]:
         "n_points": args.n_points,
         "repeats": args.repeats,
         "writer": "inline" if args.inline else "process",
+        "gzip": args.gzip,
         "cpus": os.cpu_count(),
     }
 
@@ -230,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="render the trace in the search process (no writer process)")
     ap.add_argument("--concurrent", type=int, default=1, metavar="N",
                     help="run N searches at once (a loaded machine; default 1)")
+    ap.add_argument("--gzip", action="store_true", help="write the traces gzip-compressed")
     args = ap.parse_args(argv)
     if args.evals < 1000 or args.n_points < 2 or args.repeats < 1 or args.concurrent < 1:
         ap.error("need --evals >= 1000, --n-points >= 2, --repeats >= 1, --concurrent >= 1")
@@ -238,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     r = measure_overhead(args.evals, args.n_points, args.seed, args.repeats,
-                         background=False if args.inline else None)
+                         background=False if args.inline else None, compress=args.gzip)
     out = {
         "plain_evals_per_s": round(r.evals / r.plain_median, 1),
         "traced_evals_per_s": round(r.evals / r.traced_median, 1),
@@ -255,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         "n_points": args.n_points,
         "repeats": args.repeats,
         "writer": "inline" if args.inline else "process",
+        "gzip": args.gzip,
         "loadavg_before": list(load_before) if load_before else None,
         "loadavg_after": list(os.getloadavg()) if load_before else None,
         "cpus": os.cpu_count(),

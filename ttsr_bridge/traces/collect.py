@@ -4,7 +4,8 @@ A collection is a directory::
 
     DIR/manifest.json                 what was asked for, provenance, per-unit status
     DIR/problems.yaml                 the problems (so that synthetic ones are fixed on resume)
-    DIR/shards/<unit>.jsonl           one SR.jl v1 trace per work unit (problem × run)
+    DIR/shards/<unit>.jsonl           one SR.jl v1 trace per work unit (problem × run);
+                                      <unit>.jsonl.gz with ``gzip`` (a tenth of the size)
     DIR/shards/<unit>.json            the unit's metadata (problem, seed, y_var, engine, ...)
 
 A work unit is ``(problem, run)``; its seed is derived from ``(--seed, problem name, run)``
@@ -31,12 +32,14 @@ import traceback
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 __all__ = [
+    "TRACE_SUFFIXES",
     "Budget",
     "CollectConfig",
     "CollectError",
@@ -50,6 +53,7 @@ __all__ = [
     "plan_units",
     "run_unit",
     "shard_units",
+    "unit_trace_name",
 ]
 
 Engine = Literal["python", "pysr"]
@@ -58,7 +62,10 @@ MANIFEST_VERSION = 1
 # Iteration cap used when only an evaluation or time budget is given.
 _UNBOUNDED_ITERATIONS = 1_000_000
 # ".<unit id>.<anything>.tmp": unit ids end in "__runNNN" (problem names may contain dots).
-_TMP_UNIT = re.compile(r"^\.(.+?__run\d{3,})\..*\.tmp$")
+_TMP_UNIT = re.compile(r"^\.(.+?__run\d{3,})\..*\.tmp(?:\.jsonl\.gz)?$")
+# A unit's trace in shards/: plain or gzip (a collection resumed with the other setting holds both
+# kinds; a unit is done when either exists).
+TRACE_SUFFIXES = (".jsonl", ".jsonl.gz")
 _VERSIONED_PACKAGES = ("ttsr_bridge", "numpy", "scipy", "sympy", "numba", "pyarrow", "pysr",
                        "juliacall")
 
@@ -135,6 +142,7 @@ class UnitTask:
     budget: Budget
     search_overrides: Mapping[str, Any]
     shards_dir: str
+    compress: bool = False  # write the trace gzip-compressed
 
 
 @dataclass(frozen=True)
@@ -306,7 +314,13 @@ def run_unit(task: UnitTask) -> UnitResult:
     t0 = time.perf_counter()
     unit = task.unit
     shards = Path(task.shards_dir)
-    tmp_trace = shards / f".{unit.unit_id}.{os.getpid()}.jsonl.tmp"
+    # The Python engine compresses as it writes (by the name); PySR writes plain text, which is
+    # compressed afterwards.
+    gzip_now = task.compress and task.engine == "python"
+    tmp_trace = shards / (f".{unit.unit_id}.{os.getpid()}.tmp.jsonl.gz" if gzip_now
+                          else f".{unit.unit_id}.{os.getpid()}.jsonl.tmp")
+    final_name = unit_trace_name(unit.unit_id, task.compress)
+    tmp_gz = shards / f".{unit.unit_id}.{os.getpid()}.tmp.jsonl.gz"
     try:
         from ..bench.problems import problem_from_mapping
 
@@ -317,18 +331,40 @@ def run_unit(task: UnitTask) -> UnitResult:
         summary = runner(problem, X, y, config, tmp_trace)
         if not tmp_trace.is_file():
             raise CollectError(f"the {task.engine} engine wrote no trace file")
-        meta = _unit_meta(task, problem, X, y, config, summary)
+        if task.compress and not gzip_now:
+            _gzip_file(tmp_trace, tmp_gz)
+            tmp_trace.unlink()
+            tmp_trace = tmp_gz
+        meta = _unit_meta(task, problem, X, y, config, summary, final_name)
         _atomic_write_json(shards / f"{unit.unit_id}.json", meta)
-        os.replace(tmp_trace, shards / f"{unit.unit_id}.jsonl")  # the commit point
+        os.replace(tmp_trace, shards / final_name)  # the commit point
         return UnitResult(unit.unit_id, True, time.perf_counter() - t0, meta)
     except Exception as e:
         tmp_trace.unlink(missing_ok=True)
+        tmp_gz.unlink(missing_ok=True)
         err = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"
         return UnitResult(unit.unit_id, False, time.perf_counter() - t0, error=err)
 
 
+def unit_trace_name(unit_id: str, compress: bool) -> str:
+    """The file name of a unit's trace in ``shards/``."""
+    return unit_id + TRACE_SUFFIXES[1 if compress else 0]
+
+
+def _gzip_file(src: Path, dst: Path) -> None:
+    """``src`` compressed into ``dst`` (level 1, as the trace writer compresses)."""
+    import gzip
+    import shutil
+
+    from .tracing_process import GZIP_LEVEL
+
+    with open(src, "rb") as fin, open(dst, "wb") as raw, \
+            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+
+
 def _unit_meta(task: UnitTask, problem: Any, X: np.ndarray, y: np.ndarray, config: Any,
-               summary: Mapping[str, Any]) -> dict[str, Any]:
+               summary: Mapping[str, Any], trace_name: str) -> dict[str, Any]:
     from ..propose.protocol import DataStats
 
     binary, unary = problem.operator_set().names()
@@ -337,7 +373,7 @@ def _unit_meta(task: UnitTask, problem: Any, X: np.ndarray, y: np.ndarray, confi
         "seed": task.unit.seed, "engine": task.engine, "preset": task.preset,
         "nfeatures": int(X.shape[1]), "n_points": int(X.shape[0]),
         "y_var": float(np.var(y)), "binary_operators": list(binary), "unary_operators": list(unary),
-        "problem_spec": dict(task.problem), "trace": f"{task.unit.unit_id}.jsonl",
+        "problem_spec": dict(task.problem), "trace": trace_name,
         "data_stats": dataclasses.asdict(DataStats.from_data(X, y)),
         **dict(summary),
     }
@@ -445,21 +481,21 @@ def _reconcile(manifest: Manifest, shards: Path) -> list[str]:
     """Mark units done iff their trace exists (the rename is the commit); return those to run."""
     todo = []
     for uid in manifest.data["units"]:
-        trace = shards / f"{uid}.jsonl"
+        trace = next((t for t in (shards / (uid + x) for x in TRACE_SUFFIXES) if t.is_file()), None)
         meta_path = shards / f"{uid}.json"
-        if trace.is_file():
+        if trace is not None:
             if manifest.data["units"][uid]["status"] != "done":
                 info = {}
                 if meta_path.is_file():
                     with open(meta_path, encoding="utf-8") as f:
                         meta = json.load(f)
                     info = {k: meta.get(k) for k in ("iterations", "num_evals", "y_var")}
-                manifest.set(uid, "done", trace=f"shards/{uid}.jsonl", **info)
+                manifest.set(uid, "done", trace=f"shards/{trace.name}", **info)
         else:
             todo.append(uid)
             if manifest.data["units"][uid]["status"] == "done":
                 manifest.set(uid, "pending")  # the trace was deleted: redo it
-    for stale in shards.glob(".*.tmp"):
+    for stale in chain(shards.glob(".*.tmp"), shards.glob(".*.tmp.jsonl.gz")):
         # Temporary files of a killed run; a live concurrent shard never shares a unit.
         m = _TMP_UNIT.match(stale.name)
         if m and m.group(1) in manifest.data["units"]:
@@ -469,11 +505,12 @@ def _reconcile(manifest: Manifest, shards: Path) -> list[str]:
 
 def collect(config: CollectConfig, out: str | os.PathLike[str], *, workers: int = 1,
             shard: tuple[int, int] = (0, 1), command: Sequence[str] = (),
-            progress: bool = True) -> dict[str, Any]:
+            progress: bool = True, compress: bool = False) -> dict[str, Any]:
     """Run (or resume) a collection into ``out``; returns the final manifest data.
 
     ``workers > 1`` runs units in that many spawned processes; ``workers == 1`` runs them in
-    this process. Failed units are recorded (status ``failed`` with the error) and retried by
+    this process. ``compress``: new traces are written gzip-compressed (``.jsonl.gz``; the
+    records are the same, so it is not part of the collection's identity). Failed units are recorded (status ``failed`` with the error) and retried by
     the next call.
     """
     out = Path(out)
@@ -489,11 +526,11 @@ def collect(config: CollectConfig, out: str | os.PathLike[str], *, workers: int 
     from ..bench.problems import problem_to_mapping
 
     tasks = [UnitTask(u, config.engine, problem_to_mapping(by_name[u.problem]), config.preset,
-                      config.budget, dict(config.search_overrides), str(shards))
+                      config.budget, dict(config.search_overrides), str(shards), compress)
              for u in units if u.unit_id in todo]
     for result in _execute(tasks, workers, progress):
         if result.ok:
-            manifest.set(result.unit_id, "done", trace=f"shards/{result.unit_id}.jsonl",
+            manifest.set(result.unit_id, "done", trace=f"shards/{result.meta['trace']}",
                          seconds=round(result.seconds, 3), error=None,
                          **{k: result.meta.get(k) for k in ("iterations", "num_evals", "y_var")})
         else:

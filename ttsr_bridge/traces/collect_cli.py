@@ -14,6 +14,7 @@ A ``--config FILE`` (YAML; see ``traces/configs/``) gives the same fields; flags
     budget: {evals: 200000}
     seed: 0
     workers: 8
+    gzip: true                                              # shards as .jsonl.gz
     search: {populations: 8, ncycles_per_iteration: 100}   # SearchConfig overrides
 
 Run the same command again to resume: finished units are kept, the rest are (re)done.
@@ -25,7 +26,7 @@ import argparse
 import sys
 from typing import Any
 
-_CONFIG_KEYS = {"engine", "problems", "runs", "preset", "budget", "seed", "workers", "search"}
+_CONFIG_KEYS = {"engine", "problems", "runs", "preset", "budget", "seed", "workers", "gzip", "search"}
 _BUDGET_KEYS = {"evals", "iterations", "seconds"}
 
 
@@ -41,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget-seconds", type=float, metavar="S", help="stop after S seconds")
     parser.add_argument("--out", required=True, metavar="DIR", help="collection directory")
     parser.add_argument("--workers", type=int, metavar="K", help="parallel processes (default 1)")
+    parser.add_argument("--gzip", action=argparse.BooleanOptionalAction, default=None,
+                        help="write the traces gzip-compressed (.jsonl.gz: about a tenth of the size, "
+                             "about a fifth more trace-writing CPU; default: off)")
     parser.add_argument("--shard", default="0/1", metavar="i/n",
                         help="run only shard i of n (0 <= i < n) of the units")
     parser.add_argument("--seed", type=int, help="base seed of the unit seeds (default 0)")
@@ -68,8 +72,8 @@ def _load_config_file(path: str) -> dict[str, Any]:
     return data
 
 
-def _merge(args: argparse.Namespace) -> tuple[Any, int]:
-    """CLI flags over the config file over defaults → (CollectConfig, workers)."""
+def _merge(args: argparse.Namespace) -> tuple[Any, int, bool]:
+    """CLI flags over the config file over defaults → (CollectConfig, workers, gzip)."""
     from .collect import Budget, CollectConfig, CollectError
 
     file_cfg = _load_config_file(args.config) if args.config else {}
@@ -98,17 +102,21 @@ def _merge(args: argparse.Namespace) -> tuple[Any, int]:
     workers = int(pick(args.workers, "workers", 1))
     if workers < 1:
         raise CollectError(f"--workers must be >= 1, got {workers}")
-    return config, workers
+    compress = pick(args.gzip, "gzip", False)
+    if not isinstance(compress, bool):
+        raise CollectError(f"gzip must be true or false, got {compress!r}")
+    return config, workers, compress
 
 
 def run(args: argparse.Namespace) -> int:
     from .collect import CollectError, collect, parse_shard
 
     try:
-        config, workers = _merge(args)
+        config, workers, compress = _merge(args)
         shard = parse_shard(args.shard)
         data = collect(config, args.out, workers=workers, shard=shard,
-                       command=["ttsr", *sys.argv[1:]], progress=not args.no_progress)
+                       command=["ttsr", *sys.argv[1:]], progress=not args.no_progress,
+                       compress=compress)
     except CollectError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """Convert trace collections into Parquet training examples (docs/architecture.md §7).
 
 Input: one or more collection directories (``ttsr traces collect``): ``shards/<unit>.jsonl``
-traces of either engine plus ``shards/<unit>.json`` metadata. Output: a dataset directory with
+(or ``.jsonl.gz``) traces of either engine plus ``shards/<unit>.json`` metadata. Output: a dataset directory with
 ``examples-NNNNN.parquet`` shards and ``dataset.json``.
 
 * ``mutation`` mode: one row per *selected* ``mutate`` event (the attempt SR.jl kept) and two
@@ -28,6 +28,7 @@ import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
 
@@ -253,8 +254,8 @@ def _units_of(inputs: Sequence[str]) -> tuple[list[_Unit], int]:
         shards = Path(d) / "shards"
         if not shards.is_dir():
             raise ConvertError(f"--in {d}: not a trace collection (no shards/ folder)")
-        for trace in sorted(shards.glob("*.jsonl")):
-            meta_path = trace.with_suffix(".json")
+        for trace in sorted(chain(shards.glob("*.jsonl"), shards.glob("*.jsonl.gz"))):
+            meta_path = shards / (trace.name.removesuffix(".gz").removesuffix(".jsonl") + ".json")
             if not meta_path.is_file():
                 missing += 1
                 continue

@@ -139,9 +139,11 @@ def _grow_any(rng, depth: int, nvars: int) -> tuple[list[int], list[float]]:
     return codes, vals
 
 
-def test_batch_printer_matches_string_tree() -> None:
-    """The compiled chunk printer writes exactly string_tree's text (as JSON literals), for
-    every registered operator, special constants, many variables, and flags what it cannot print."""
+@pytest.mark.parametrize("jit_after_nodes", [None, 0], ids=["numpy", "compiled"])
+def test_batch_printer_matches_string_tree(jit_after_nodes) -> None:
+    """The chunk printer (its NumPy passes and its compiled walk) writes exactly string_tree's
+    text (as JSON literals), for every registered operator, special constants, many variables,
+    and flags what it cannot print."""
     import numpy as np
 
     from ttsr_bridge.expr.operators import OPERATORS
@@ -151,12 +153,14 @@ def test_batch_printer_matches_string_tree() -> None:
 
     rng = np.random.default_rng(1)
     fast = _FastStringTree(string_tree)
-    printer = BatchPrinter(fast.forms(), fast.print_lists, format_julia_float)
+    printer = BatchPrinter(fast.forms(), fast.print_lists, format_julia_float,
+                           jit_after_nodes=jit_after_nodes)
     trees = [_grow_any(rng, 6, nvars=119) for _ in range(2000)]
     codes = np.array([c for t in trees for c in t[0]], np.int64)
     vals = np.array([v for t in trees for v in t[1]], np.float64)
     lens = np.array([len(t[0]) for t in trees], np.int64)
     out = printer.print_chunk(codes.tobytes(), vals.tobytes(), lens.tobytes())
+    assert printer.compiled == (jit_after_nodes is not None)
     assert len(out) == len(trees)
     for (c, v), s in zip(trees, out):
         assert json.loads(s) == string_tree(Expr(c, v)), (c, v, s)
@@ -165,13 +169,44 @@ def test_batch_printer_matches_string_tree() -> None:
     # tree raises the printer's error; lengths that do not cover the nodes are refused.
     sin = -next(i for i, o in OPERATORS.items() if o.name == "sin")
     partial = BatchPrinter([f for f in fast.forms() if f[0] != sin], fast.print_lists,
-                           format_julia_float)
+                           format_julia_float, jit_after_nodes=jit_after_nodes)
     assert partial.print_chunk(np.array([sin, 1, 1]), np.zeros(3), np.array([2, 1])) == \
         ['"sin(x1)"', '"x1"']
     with pytest.raises(ValueError):  # string_tree's error for a malformed tree
         printer.print_chunk(np.array([sin]), np.zeros(1), np.array([1]))
+    with pytest.raises(ValueError):  # a node after the root's end
+        printer.print_chunk(np.array([1, 1, 2]), np.zeros(3), np.array([1, 2]))
+    assert printer.print_chunk(np.array([sin, 1, 0]), np.array([0.0, 0.0, -0.0]),
+                               np.array([2, 1])) == ['"sin(x1)"', '"-0.0"']
     with pytest.raises(ValueError, match="lengths"):
         printer.print_chunk(np.array([1, 2]), np.zeros(2), np.array([1]))
+
+
+def test_batch_printer_switches_to_the_compiled_walk_after_enough_nodes(monkeypatch) -> None:
+    import numpy as np
+
+    from ttsr_bridge.expr.printer import format_julia_float, string_tree
+    from ttsr_bridge.traces import tree_batch
+    from ttsr_bridge.traces.tracing import _FastStringTree
+    from ttsr_bridge.traces.tree_batch import BatchPrinter
+
+    monkeypatch.setattr(tree_batch, "_compiled", None)  # as in a new process
+    monkeypatch.setattr(tree_batch, "_numpy_nodes", 0)
+
+    rng = np.random.default_rng(2)
+    fast = _FastStringTree(string_tree)
+    printer = BatchPrinter(fast.forms(), fast.print_lists, format_julia_float, jit_after_nodes=500)
+    never = BatchPrinter(fast.forms(), fast.print_lists, format_julia_float, jit_after_nodes=None)
+    seen = []
+    for _ in range(6):
+        trees = [_grow_any(rng, 5, nvars=3) for _ in range(40)]
+        codes = np.array([c for t in trees for c in t[0]], np.int64)
+        vals = np.array([v for t in trees for v in t[1]], np.float64)
+        lens = np.array([len(t[0]) for t in trees], np.int64)
+        assert printer.print_chunk(codes, vals, lens) == never.print_chunk(codes, vals, lens)
+        seen.append(printer.compiled)
+    assert seen[0] is False and seen[-1] is True and not never.compiled
+    assert 0 < tree_batch.nodes_printed() <= 500  # the chunk that crossed it was compiled
 
 
 def test_memoised_float_text_is_jfloat() -> None:

@@ -137,6 +137,43 @@ def test_killed_gzip_writer_leaves_a_readable_file(tmp_path: Path) -> None:
     assert "cut off" in tf.errors[0].message
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+def test_writer_loads_the_compiled_tree_walk_between_files(tmp_path: Path, monkeypatch) -> None:
+    # After a file of some size the writer loads Numba's tree walk while idle; the next file,
+    # printed by it, holds the same bytes as an inline writer's.
+    import numpy as np
+
+    from ttsr_bridge.search import SearchConfig, equation_search
+    from ttsr_bridge.traces import tracing
+
+    def fixed() -> float:
+        return 1.7e9 + 0.5
+
+    monkeypatch.setattr(tracing, "_time", fixed)
+    monkeypatch.setattr(tracing.time, "time", fixed)
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-2, 2, size=(40, 2))
+    y = X[:, 0] * X[:, 1] + 1.0
+    cfg = SearchConfig.preset("pysr", niterations=2, populations=10, population_size=27,
+                              ncycles_per_iteration=700, random_state=1)  # ~30k evaluations
+    monkeypatch.setenv(WRITER_ENV, "process")
+    equation_search(X, y, cfg, trace=str(tmp_path / "first.jsonl"))  # > PRELOAD_AFTER_NODES
+    from ttsr_bridge.traces.tracing_process import _idle
+
+    (writer,) = [w for w in _idle if w.proc.poll() is None][-1:]
+    maps = Path(f"/proc/{writer.proc.pid}/maps")
+    deadline = time.monotonic() + 60
+    while "llvmlite" not in maps.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "llvmlite" in maps.read_text(), "the idle writer did not load the compiled walk"
+    equation_search(X, y, cfg, trace=str(tmp_path / "compiled.jsonl"))
+    monkeypatch.setenv(WRITER_ENV, "inline")
+    equation_search(X, y, cfg, trace=str(tmp_path / "inline.jsonl"))
+    compiled = (tmp_path / "compiled.jsonl").read_bytes()
+    assert compiled == (tmp_path / "inline.jsonl").read_bytes()
+    assert compiled == (tmp_path / "first.jsonl").read_bytes()
+
+
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
 def test_writer_process_runs_single_threaded(tmp_path: Path) -> None:
     # The writer imports NumPy but never does linear algebra: no BLAS thread pool for it.

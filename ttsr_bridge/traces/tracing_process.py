@@ -48,6 +48,7 @@ from collections import deque
 from pathlib import Path
 from typing import IO, Any
 
+from . import tree_batch
 from .tracing_render import TraceRenderer, operator_forms
 
 __all__ = ["WRITER_ENV", "InlineSink", "ProcessSink", "TraceWriterError", "main", "open_sink"]
@@ -603,6 +604,9 @@ def serve(ctl: Any, stream: IO[bytes], buffer_bytes: int) -> int:
         if not closed:
             return 0
         ctl.sendall(_FILE_DONE)
+        if tree_batch.nodes_printed() >= tree_batch.PRELOAD_AFTER_NODES:
+            # Between files (no search waits for this one), and once: the compiled tree walk.
+            tree_batch.load_compiled_walk()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,13 @@ proper error for a malformed one. A test compares the two on random trees.
 
 Layout rule (the same as ``string_tree``): an infix binary node is wrapped in parentheses
 unless it is the root or the argument of a call (``sin(x1 + x2)``, ``max(x1 + x2, x3)``).
+
+The compiled walk of :mod:`.tree_batch_jit` prints the same text for about a third of the CPU,
+but loading it (importing Numba) costs about 0.3 s of CPU once per process: a short trace would
+never repay it, and a search waits for the writer at its end. So a process loads it
+(:func:`load_compiled_walk`) once it has printed :data:`JIT_AFTER_NODES` nodes with NumPy (a
+search long enough to repay it), and the trace writer process loads it between two files once it
+has printed :data:`PRELOAD_AFTER_NODES` nodes (it serves searches of some size: ``collect``).
 """
 
 from __future__ import annotations
@@ -34,7 +41,36 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BatchPrinter"]
+__all__ = ["JIT_AFTER_NODES", "PRELOAD_AFTER_NODES", "BatchPrinter", "load_compiled_walk",
+           "nodes_printed"]
+
+# Nodes printed by NumPy before a printer loads the compiled walk in the middle of a stream:
+# about 0.6 s of NumPy printing (a two-second search), twice what loading Numba costs.
+JIT_AFTER_NODES = 3_000_000
+# ... and before the writer process loads it between two files.
+PRELOAD_AFTER_NODES = 200_000
+
+_compiled: Callable[..., list[str] | None] | None = None  # tree_batch_jit.print_trees, once loaded
+_numpy_nodes = 0  # nodes printed by NumPy in this process
+_no_numba = False
+
+
+def nodes_printed() -> int:
+    """Nodes printed by the NumPy passes in this process so far."""
+    return _numpy_nodes
+
+
+def load_compiled_walk() -> bool:
+    """Load the compiled walk for every printer of this process; False where Numba is missing."""
+    global _compiled, _no_numba
+    if _compiled is None and not _no_numba:
+        try:
+            from .tree_batch_jit import print_trees
+        except ImportError:
+            _no_numba = True
+            return False
+        _compiled = print_trees
+    return _compiled is not None
 
 # Fixed pieces of the piece table; operators' pieces follow, then the chunk's leaves.
 _EMPTY, _LPAR, _RPAR, _COMMA = 0, 1, 2, 3
@@ -52,15 +88,19 @@ class BatchPrinter:
     ``forms`` is :meth:`~.tracing_render._FastStringTree.forms` (``(code, arity, name, infix)``
     per operator); ``fallback(codes, vals)`` prints one tree as a plain string (the Python
     printer) where this one cannot; ``format_float`` formats a constant as Julia does.
+    ``jit_after_nodes``: nodes printed by NumPy in this process before the compiled walk is
+    loaded (``0``: at once; ``None``: this printer never uses it).
     """
 
     _MEMO_LIMIT = 100_000
 
     def __init__(self, forms: Sequence[Sequence[Any]],
                  fallback: Callable[[Sequence[int], Sequence[float]], str],
-                 format_float: Callable[[float], str]) -> None:
+                 format_float: Callable[[float], str], *,
+                 jit_after_nodes: int | None = JIT_AFTER_NODES) -> None:
         self._fallback = fallback
         self._fmt = format_float
+        self._jit_after = jit_after_nodes
         self._consts: dict[int, bytes] = {}  # float bit pattern -> Julia text
         self._vars: dict[int, bytes] = {}  # code -> b"x<code>"
         self.set_forms(forms)
@@ -98,6 +138,14 @@ class BatchPrinter:
             return []
         if codes.shape != vals.shape or (lens < 0).any() or int(lens.sum()) != codes.shape[0]:
             raise ValueError("malformed tree chunk: lengths do not cover the nodes")
+        walk = self._compiled_walk(codes.shape[0])
+        if walk is not None:
+            const_piece, texts = self._const_pieces(codes, vals, len(self._op_pieces))
+            printed = walk(codes, const_piece, lens, self._arity, self._infix, self._open_piece,
+                           self._sep_piece, self._op_pieces + texts)
+            if printed is not None:
+                return printed
+        # The NumPy passes; they also sort out a chunk the compiled walk cannot print whole.
         ok = self._printable(codes, lens)
         if ok.all():
             return self._print(codes, vals, lens)
@@ -153,24 +201,29 @@ class BatchPrinter:
 
     def _leaf_pieces(self, codes: np.ndarray, vals: np.ndarray, base: int) -> tuple[np.ndarray, list[bytes]]:
         """(piece id per node for the leaves, 0 elsewhere; the leaves' piece texts)."""
-        piece = np.zeros(codes.shape[0], np.int64)
-        texts: list[bytes] = []
+        piece, texts = self._const_pieces(codes, vals, base)
         is_var = codes > 0
         if is_var.any():
             uniq, inv = np.unique(codes[is_var], return_inverse=True)
             memo = self._vars
+            piece[is_var] = base + len(texts) + inv.reshape(-1)
             for c in uniq.tolist():
                 b = memo.get(c)
                 if b is None:
                     b = memo[c] = b"x%d" % c
                 texts.append(b)
-            piece[is_var] = base + inv.reshape(-1)
+        return piece, texts
+
+    def _const_pieces(self, codes: np.ndarray, vals: np.ndarray, base: int) -> tuple[np.ndarray, list[bytes]]:
+        """(piece id per node for the constants, 0 elsewhere; their texts, Julia's form of each
+        distinct value)."""
+        piece = np.zeros(codes.shape[0], np.int64)
+        texts: list[bytes] = []
         is_const = codes == 0
         if is_const.any():
             # By bit pattern: -0.0 and 0.0 print differently, and NaN must equal itself.
             uniq, inv = np.unique(vals.view(np.int64)[is_const], return_inverse=True)
             memo, fmt = self._consts, self._fmt
-            first = base + len(texts)
             for bits in uniq.tolist():
                 b = memo.get(bits)
                 if b is None:
@@ -178,8 +231,24 @@ class BatchPrinter:
                         memo.clear()
                     b = memo[bits] = fmt(float(np.int64(bits).view(np.float64))).encode("ascii")
                 texts.append(b)
-            piece[is_const] = first + inv.reshape(-1)
+            piece[is_const] = base + inv.reshape(-1)
         return piece, texts
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the compiled walk prints this printer's next chunk."""
+        return self._jit_after is not None and _compiled is not None
+
+    def _compiled_walk(self, nodes: int) -> Callable[..., list[str] | None] | None:
+        """The compiled walk, loaded once this process has printed ``jit_after_nodes`` nodes
+        with NumPy (counting these ``nodes``); ``None`` until then, or for this printer."""
+        global _numpy_nodes
+        if self._jit_after is None:
+            return None
+        if _compiled is None and (_numpy_nodes + nodes <= self._jit_after or not load_compiled_walk()):
+            _numpy_nodes += nodes
+            return None
+        return _compiled
 
     def _print(self, codes: np.ndarray, vals: np.ndarray, lens: np.ndarray) -> list[str]:
         """The trees, all well formed and printable (see the module docstring for the method)."""

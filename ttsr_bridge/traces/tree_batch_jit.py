@@ -48,7 +48,8 @@ def _walk(codes, const_piece, lens, arity, infix, open_piece, sep_piece, blob, o
             if done:
                 return -1  # nodes after the root's end
             c = codes[i]
-            if c > 0:  # a variable: x<c>
+            piece = _EMPTY  # what to emit next
+            if c > 0:  # a variable: x<c>, written here
                 digits = 1
                 m = c
                 while m >= 10:
@@ -61,49 +62,43 @@ def _walk(codes, const_piece, lens, arity, infix, open_piece, sep_piece, blob, o
                         out[pos + j] = 48 + m % 10
                         m //= 10
                 pos += 1 + digits
+            elif c == 0:
+                piece = const_piece[i]
             else:
-                if c < 0:
-                    oid = -c
-                    if oid >= n_ops or arity[oid] == 0:
-                        return -1
-                    wrapped = False
-                    if infix[oid]:
-                        wrapped = depth > 0 and infix[-codes[stack_node[depth - 1]]]
-                        piece = _LPAR if wrapped else _EMPTY
-                    else:
-                        piece = open_piece[oid]
-                    stack_node[depth] = i
-                    stack_left[depth] = arity[oid]
-                    stack_wrap[depth] = wrapped
-                    depth += 1
+                oid = -c
+                if oid >= n_ops or arity[oid] == 0:
+                    return -1
+                wrapped = False
+                if infix[oid]:
+                    wrapped = depth > 0 and infix[-codes[stack_node[depth - 1]]]
+                    piece = _LPAR if wrapped else _EMPTY
                 else:
-                    piece = const_piece[i]
+                    piece = open_piece[oid]
+                stack_node[depth] = i
+                stack_left[depth] = arity[oid]
+                stack_wrap[depth] = wrapped
+                depth += 1
+            # Emit the node's open piece; a leaf then finishes a child: a separator, or closers
+            # up the stack.
+            unwind = c >= 0
+            while True:
                 k = lengths[piece]
                 if write:
                     o = offsets[piece]
                     for j in range(k):
                         out[pos + j] = blob[o + j]
                 pos += k
-                if c < 0:
-                    continue
-            # A leaf finishes a child: separators and closers up the stack.
-            while depth > 0:
+                if not unwind or depth == 0:
+                    break
                 d = depth - 1
                 stack_left[d] -= 1
                 node_oid = -codes[stack_node[d]]
                 if stack_left[d] == 1:
                     piece = sep_piece[node_oid]
+                    unwind = False
                 else:
                     piece = _EMPTY if (infix[node_oid] and not stack_wrap[d]) else _RPAR
-                k = lengths[piece]
-                if write:
-                    o = offsets[piece]
-                    for j in range(k):
-                        out[pos + j] = blob[o + j]
-                pos += k
-                if stack_left[d] == 1:
-                    break
-                depth -= 1
+                    depth -= 1
             done = depth == 0
         if not done:
             return -1  # empty, or an operator short of children

@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unary-operators", default=None, help="comma-separated, e.g. 'sin,cos,exp'")
     p.add_argument("--maxsize", type=int, default=None)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--trace", type=Path, default=None, metavar="OUT.jsonl", help="write an SR.jl-format trace")
+    p.add_argument("--trace", type=Path, default=None, metavar="OUT.jsonl",
+                   help="write an SR.jl-format trace (gzip-compressed when the name ends in .gz)")
     p.add_argument("--json", dest="json_out", type=Path, default=None, metavar="OUT.json", help="write a JSON summary")
     p.add_argument("--proposer", default=None, metavar="MODEL", help="ONNX proposer: a model path or 'default'")
     p.add_argument("--neural-weight", type=float, default=None, metavar="W",

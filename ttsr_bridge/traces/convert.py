@@ -434,7 +434,9 @@ def _rows_of_unit(unit: _Unit, split: str, cfg: ConvertConfig, counts: _Counts) 
 
         import numpy as np
 
-        thin = np.random.default_rng([cfg.seed, zlib.crc32(str(unit.trace.name).encode())])
+        # By the plain trace's name, so that a unit's rows do not depend on its compression.
+        name = unit.trace.name.removesuffix(".gz")
+        thin = np.random.default_rng([cfg.seed, zlib.crc32(name.encode())])
     reader = iter_trace(unit.trace)
     for it in reader:
         if not isinstance(it, IterationRecord):

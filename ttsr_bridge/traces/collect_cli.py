@@ -43,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="collection directory")
     parser.add_argument("--workers", type=int, metavar="K", help="parallel processes (default 1)")
     parser.add_argument("--gzip", action=argparse.BooleanOptionalAction, default=None,
-                        help="write the traces gzip-compressed (.jsonl.gz: about a tenth of the size, "
-                             "about a fifth more trace-writing CPU; default: off)")
+                        help="write the traces gzip-compressed (.jsonl.gz: about a ninth of the size, "
+                             "about a tenth more trace-writing CPU; default: off)")
     parser.add_argument("--shard", default="0/1", metavar="i/n",
                         help="run only shard i of n (0 <= i < n) of the units")
     parser.add_argument("--seed", type=int, help="base seed of the unit seeds (default 0)")

@@ -141,10 +141,10 @@ class TraceWriter:
     ``background=True`` renders in a writer process (on another core); ``False`` in this
     process; ``None`` (what ``equation_search(trace=...)`` uses) reads ``TTSR_TRACE_WRITER``
     (``process`` / ``inline``) and otherwise takes the process on POSIX. The bytes are the same
-    either way. ``compress=True`` writes the file gzip-compressed (level 1, about a tenth of
-    the size; the writer spends about a fifth more CPU); ``None``: when ``path`` ends in
-    ``.gz``. The reader reads both. Trees must not be mutated in place once traced (they are values, as the engine
-    treats them): they are printed after the hook returns.
+    either way. ``compress=True`` writes the file gzip-compressed (level 1: about a ninth of
+    the size, for about a tenth more writer CPU); ``None``: when ``path`` ends in ``.gz``. The
+    reader reads both. Trees must not be mutated in place once traced (they are values, as the
+    engine treats them): they are printed after the hook returns.
     """
 
     def __init__(

@@ -6,7 +6,8 @@
   search sends each chunk of the stream as one frame on the process's stdin: an 8-byte
   little-endian length, then the :mod:`pickle` of ``(kind, payload)``. The trace file is opened
   by the search process (errors surface there) and its descriptor handed over a Unix socket
-  (``SCM_RIGHTS``); ``close`` sends ``MSG_CLOSE`` and waits on that socket for the writer's
+  (``SCM_RIGHTS``, with one byte saying whether the writer appends the lines as text or as a
+  gzip member); ``close`` sends ``MSG_CLOSE`` and waits on that socket for the writer's
   word that the file is complete. The process then serves the next trace file of the same
   search process (one idle writer is kept): its start — Python and NumPy imports, about 0.1 s
   of CPU — is paid once, not per traced search (``collect`` runs many short searches per
@@ -508,15 +509,13 @@ def open_sink(file: IO[Any], buffer_bytes: int, background: bool | None,
             raise ValueError(f"{WRITER_ENV} must be 'inline' or 'process', not {choice!r}")
         explicit = bool(choice)
         background = choice == "process" or (not choice and os.name == "posix")
-    inline = (lambda: InlineSink(GzipTextFile(file, buffer_bytes))) if compress else (lambda: InlineSink(file))
-    if not background:
-        return inline()
-    try:
-        return ProcessSink(file, buffer_bytes, compress)
-    except OSError:
-        if explicit:
-            raise
-        return inline()
+    if background:
+        try:
+            return ProcessSink(file, buffer_bytes, compress)
+        except OSError:
+            if explicit:
+                raise
+    return InlineSink(GzipTextFile(file, buffer_bytes) if compress else file)
 
 
 # ================================================================================================

@@ -83,9 +83,13 @@ def test_recovery_check_cli_iteration_budget(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--suite", "nguyen", "--select", "nguyen7", "--niterations", "0"])
     assert e.value.code == 2 and "--niterations must be >= 1" in capsys.readouterr().err
-    # Nguyen-7 is not recovered in one iteration: the run ends on its iteration budget
-    assert main(["--suite", "nguyen", "--select", "nguyen7", "--niterations", "1", "--seed", "0", "--json"]) == 0
+    # Nguyen-7 is not recovered in one iteration: each run ends on its iteration budget
+    assert main(["--suite", "nguyen", "--select", "nguyen7", "--niterations", "1", "--seed", "3",
+                 "--seeds", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    (r,) = out["results"]
-    assert r["problem"] == "nguyen7" and r["stop_reason"] == "niterations" and r["iterations"] == 1
-    assert out["summary"]["problems"] == 1
+    assert [(r["problem"], r["seed"]) for r in out["results"]] == [("nguyen7", 3), ("nguyen7", 4)]
+    assert all(r["stop_reason"] == "niterations" and r["iterations"] == 1 for r in out["results"])
+    s = out["summary"]
+    assert (s["problems"], s["runs"], s["recovered_by_problem"]) == (1, 2, {"nguyen7": 0})
+    with pytest.raises(SystemExit):
+        main(["--suite", "nguyen", "--seeds", "0"])

@@ -18,6 +18,9 @@ Usage::
 
     python -m ttsr_bridge.bench.recovery_check --suite harder --suite nguyen --limit-nguyen 8 \\
         --time-limit 60 --seed 0 --json
+
+``--seeds K`` runs every problem with seeds ``S .. S+K-1`` (``S`` from ``--seed``: each seed
+draws its own data and search) and reports, per problem, how many recovered.
 """
 
 from __future__ import annotations
@@ -41,9 +44,10 @@ REL_LOSS_THRESHOLD = 1e-8
 
 @dataclass(frozen=True)
 class RecoveryResult:
-    """The outcome of one problem."""
+    """The outcome of one problem and seed."""
 
     problem: str
+    seed: int
     formula: str
     recovered: bool
     best_recovered: bool
@@ -133,6 +137,7 @@ def check_problem(problem, *, time_limit: float, seed: int, max_evals: int | Non
         seconds = watcher.found_at[2]
     return RecoveryResult(
         problem=problem.name,
+        seed=seed,
         formula=problem.formula,
         recovered=watcher.found is not None,
         best_recovered=bool(best_ok),
@@ -157,9 +162,10 @@ def selected_problems(suites: Sequence[str], limits: dict[str, int]):
 
 
 def _print_table(results: list[RecoveryResult]) -> None:
-    print(f"{'problem':<24} {'recovered':>9} {'best':>5} {'seconds':>8} {'evaluations':>12} {'iters':>6}  equation")
+    print(f"{'problem':<24} {'seed':>5} {'recovered':>9} {'best':>5} {'seconds':>8} {'evaluations':>12} "
+          f"{'iters':>6}  equation")
     for r in results:
-        print(f"{r.problem:<24} {r.recovered!s:>9} {r.best_recovered!s:>5} {r.seconds:>8.1f} "
+        print(f"{r.problem:<24} {r.seed:>5d} {r.recovered!s:>9} {r.best_recovered!s:>5} {r.seconds:>8.1f} "
               f"{r.evaluations:>12.0f} {r.iterations:>6d}  {r.equation}")
 
 
@@ -173,13 +179,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-evals", type=int, default=None, help="evaluation budget per problem")
     ap.add_argument("--niterations", type=int, default=1_000_000, metavar="N",
                     help="iteration budget per problem (PySR's default run is 100; default: unbounded)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="the (first) seed")
+    ap.add_argument("--seeds", type=int, default=1, metavar="K", help="run seeds --seed .. --seed+K-1")
     ap.add_argument("--json", action="store_true", help="print one JSON line")
     args = ap.parse_args(argv)
     if not (args.time_limit > 0 and math.isfinite(args.time_limit)):
         ap.error("--time-limit must be a positive number")
     if args.niterations < 1:
         ap.error("--niterations must be >= 1")
+    if args.seeds < 1:
+        ap.error("--seeds must be >= 1")
     if args.limit_nguyen is not None and args.limit_nguyen < 1:
         ap.error("--limit-nguyen must be >= 1")
     suites = args.suite or ["harder"]
@@ -194,27 +203,36 @@ def main(argv: list[str] | None = None) -> int:
     except ProblemError as e:
         ap.error(str(e))
     _warm_up()
+    seeds = range(args.seed, args.seed + args.seeds)
     results = []
     for p in problems:
-        r = check_problem(p, time_limit=args.time_limit, seed=args.seed, max_evals=args.max_evals,
-                          niterations=args.niterations)
-        results.append(r)
-        if not args.json:
-            print(f"{r.problem}: recovered={r.recovered} ({r.seconds:.1f} s, {r.evaluations:.0f} evals)",
-                  file=sys.stderr)
+        for seed in seeds:
+            r = check_problem(p, time_limit=args.time_limit, seed=seed, max_evals=args.max_evals,
+                              niterations=args.niterations)
+            results.append(r)
+            if not args.json:
+                print(f"{r.problem} (seed {seed}): recovered={r.recovered} ({r.seconds:.1f} s, "
+                      f"{r.evaluations:.0f} evals)", file=sys.stderr)
     summary = {
         "recovered": sum(r.recovered for r in results),
         "best_recovered": sum(r.best_recovered for r in results),
-        "problems": len(results),
+        "problems": len(problems),
+        "runs": len(results),
         "time_limit": args.time_limit,
         "seed": args.seed,
+        "seeds": args.seeds,
+        "recovered_by_problem": {p.name: sum(r.recovered for r in results if r.problem == p.name)
+                                 for p in problems},
     }
     if args.json:
         print(json.dumps({"results": [asdict(r) for r in results], "summary": summary}))
     else:
         _print_table(results)
-        print(f"\nrecovered {summary['recovered']}/{summary['problems']} "
+        print(f"\nrecovered {summary['recovered']}/{summary['runs']} runs "
               f"(model-selection best: {summary['best_recovered']})")
+        if args.seeds > 1:
+            for name, k in summary["recovered_by_problem"].items():
+                print(f"  {name}: {k}/{args.seeds} seeds")
     return 0
 
 

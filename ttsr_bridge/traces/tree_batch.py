@@ -27,8 +27,9 @@ Layout rule (the same as ``string_tree``): an infix binary node is wrapped in pa
 unless it is the root or the argument of a call (``sin(x1 + x2)``, ``max(x1 + x2, x3)``).
 
 The compiled walk of :mod:`.tree_batch_jit` prints the same text for about a third of the CPU,
-but loading it (importing Numba) costs about 0.3 s of CPU once per process: a short trace would
-never repay it, and a search waits for the writer at its end. So a process loads it
+but loading it (importing Numba and its cached machine code) costs about 0.5 s of CPU once per
+process (1.1 s the first time ever, compiling): a short trace would never repay it, and a
+search waits for the writer at its end. So a process loads it
 (:func:`load_compiled_walk`) once it has printed :data:`JIT_AFTER_NODES` nodes with NumPy (a
 search long enough to repay it), and the trace writer process loads it between two files once it
 has printed :data:`PRELOAD_AFTER_NODES` nodes (it serves searches of some size: ``collect``).
@@ -45,7 +46,7 @@ __all__ = ["JIT_AFTER_NODES", "PRELOAD_AFTER_NODES", "BatchPrinter", "load_compi
            "nodes_printed"]
 
 # Nodes printed by NumPy before a printer loads the compiled walk in the middle of a stream:
-# about 0.6 s of NumPy printing (a two-second search), twice what loading Numba costs.
+# about 0.6 s of NumPy printing (a two-second search), about what loading it costs.
 JIT_AFTER_NODES = 3_000_000
 # ... and before the writer process loads it between two files.
 PRELOAD_AFTER_NODES = 200_000
@@ -65,10 +66,11 @@ def load_compiled_walk() -> bool:
     global _compiled, _no_numba
     if _compiled is None and not _no_numba:
         try:
-            from .tree_batch_jit import print_trees
+            from .tree_batch_jit import print_trees, warm_up
         except ImportError:
             _no_numba = True
             return False
+        warm_up()
         _compiled = print_trees
     return _compiled is not None
 

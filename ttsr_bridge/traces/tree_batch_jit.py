@@ -3,12 +3,14 @@
 :mod:`.tree_batch` prints a chunk's trees with a fixed number of NumPy passes (sorts, prefix sums,
 gathers), about 4 µs per tree, which was two fifths of the trace writer's CPU. This module does
 the same in one compiled walk per tree (tens of nanoseconds per node): the writer process
-imports it (Numba: about 0.3 s of CPU, once per process) only after it has printed enough
+imports it (Numba: about 0.5 s of CPU, once per process; :func:`warm_up` then loads the
+machine code, so that no chunk waits for a compile) only after it has printed enough
 nodes for that to pay (:data:`~.tree_batch.JIT_AFTER_NODES`), so a short traced search never
 waits for it. The output is byte-for-byte the NumPy pass's; a test compares them.
 
 The walk, in prefix order with a stack of open operators: a node emits its *open* piece (a
-leaf's text (a variable's is written here, a constant's comes from the piece table), ``name(`` of a call, ``(`` of a wrapped infix node, nothing for an unwrapped one);
+leaf's text: a variable's is written here, a constant's comes from the piece table; ``name(``
+of a call; ``(`` of a wrapped infix node; nothing for an unwrapped one);
 a finished child makes its parent emit the separator (after the first of two children) or its
 closer (after the last), which may finish the parent in turn. An infix node is wrapped when its
 parent is infix (roots and call arguments are not), as in ``string_tree``. The measuring pass
@@ -21,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["print_trees"]
+__all__ = ["print_trees", "warm_up"]
 
 _QUOTE = 34  # '"': every tree is a JSON string literal
 _LPAR, _RPAR, _EMPTY = 1, 2, 0  # piece ids, as in tree_batch
@@ -116,6 +118,10 @@ def print_trees(codes: np.ndarray, const_piece: np.ndarray, lens: np.ndarray, ar
     """The JSON string literals of the trees ``codes`` cut by ``lens`` (``const_piece``: each
     constant's piece id; the operator tables and ``pieces`` as in
     :class:`~.tree_batch.BatchPrinter`), or ``None`` when one of them is not printable here."""
+    # One machine signature for every call (a read-only buffer would be another type, compiled
+    # again): writable, contiguous int64.
+    codes = np.require(codes, np.int64, "CW")
+    lens = np.require(lens, np.int64, "CW")
     lengths = np.fromiter((len(b) for b in pieces), np.int64, len(pieces))
     offsets = np.cumsum(lengths) - lengths
     blob = np.frombuffer(b"".join(pieces), np.uint8)
@@ -129,3 +135,11 @@ def print_trees(codes: np.ndarray, const_piece: np.ndarray, lens: np.ndarray, ar
     text = out.tobytes().decode("ascii")
     bounds = [0, *ends.tolist()]
     return [text[bounds[t]:bounds[t + 1]] for t in range(lens.shape[0])]
+
+
+def warm_up() -> None:
+    """Compile (or load from Numba's cache) the walk now, on a one-tree chunk, so that the
+    first real chunk does not wait for it."""
+    ops = np.zeros(1, np.int64)
+    print_trees(np.array([1], np.int64), np.zeros(1, np.int64), np.array([1], np.int64), ops,
+                np.zeros(1, np.bool_), ops, ops, [b"", b"(", b")", b", "])

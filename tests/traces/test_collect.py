@@ -157,10 +157,14 @@ def test_gzip_collection_resumes_either_way_and_converts(tmp_path: Path) -> None
 
     _gzip_file(shards / "quad__run001.jsonl", tmp_path / "pysr.jsonl.gz")
     assert gzip.decompress((tmp_path / "pysr.jsonl.gz").read_bytes()) == redone
-    # convert reads both kinds, and a shard gives the same rows either way (sampled too)
+    # convert reads both kinds, and a shard gives the same rows either way (sampled too); the
+    # temporary file of a unit being written is not a trace
+    (shards / ".lin__run000.999.tmp.jsonl.gz").write_bytes(b"\x1f\x8b\x08")
     report = convert(ConvertConfig(inputs=(str(out),), out=str(tmp_path / "ds"), heldout_files=(),
                                    sample=0.5), progress=False)
     assert report.counts["files"] == 4 and report.rows > 0
+    assert report.counts["traces_without_metadata"] == 0
+    (shards / ".lin__run000.999.tmp.jsonl.gz").unlink()
     import shutil
 
     from ttsr_bridge.traces.convert import iter_dataset_rows

@@ -5,7 +5,7 @@ A collection is a directory::
     DIR/manifest.json                 what was asked for, provenance, per-unit status
     DIR/problems.yaml                 the problems (so that synthetic ones are fixed on resume)
     DIR/shards/<unit>.jsonl           one SR.jl v1 trace per work unit (problem × run);
-                                      <unit>.jsonl.gz with ``gzip`` (a tenth of the size)
+                                      <unit>.jsonl.gz with ``gzip`` (about a ninth of the size)
     DIR/shards/<unit>.json            the unit's metadata (problem, seed, y_var, engine, ...)
 
 A work unit is ``(problem, run)``; its seed is derived from ``(--seed, problem name, run)``
@@ -54,6 +54,7 @@ __all__ = [
     "run_unit",
     "shard_units",
     "unit_trace_name",
+    "unit_traces",
 ]
 
 Engine = Literal["python", "pysr"]
@@ -317,10 +318,9 @@ def run_unit(task: UnitTask) -> UnitResult:
     # The Python engine compresses as it writes (by the name); PySR writes plain text, which is
     # compressed afterwards.
     gzip_now = task.compress and task.engine == "python"
-    tmp_trace = shards / (f".{unit.unit_id}.{os.getpid()}.tmp.jsonl.gz" if gzip_now
-                          else f".{unit.unit_id}.{os.getpid()}.jsonl.tmp")
-    final_name = unit_trace_name(unit.unit_id, task.compress)
     tmp_gz = shards / f".{unit.unit_id}.{os.getpid()}.tmp.jsonl.gz"
+    tmp_trace = tmp_gz if gzip_now else shards / f".{unit.unit_id}.{os.getpid()}.jsonl.tmp"
+    final_name = unit_trace_name(unit.unit_id, task.compress)
     try:
         from ..bench.problems import problem_from_mapping
 
@@ -349,6 +349,14 @@ def run_unit(task: UnitTask) -> UnitResult:
 def unit_trace_name(unit_id: str, compress: bool) -> str:
     """The file name of a unit's trace in ``shards/``."""
     return unit_id + TRACE_SUFFIXES[1 if compress else 0]
+
+
+def unit_traces(shards: Path) -> list[tuple[str, Path]]:
+    """``(unit id, trace)`` of every committed unit trace in ``shards``, plain or gzip, by
+    path. The temporary files of running or killed units (named ``.<unit>...``) are not."""
+    found = [(p.name[:-len(suffix)], p) for suffix in TRACE_SUFFIXES
+             for p in shards.glob("*" + suffix) if not p.name.startswith(".")]
+    return sorted(found, key=lambda t: t[1])
 
 
 def _gzip_file(src: Path, dst: Path) -> None:
@@ -510,8 +518,8 @@ def collect(config: CollectConfig, out: str | os.PathLike[str], *, workers: int 
 
     ``workers > 1`` runs units in that many spawned processes; ``workers == 1`` runs them in
     this process. ``compress``: new traces are written gzip-compressed (``.jsonl.gz``; the
-    records are the same, so it is not part of the collection's identity). Failed units are recorded (status ``failed`` with the error) and retried by
-    the next call.
+    records are the same, so it is not part of the collection's identity). Failed units are
+    recorded (status ``failed`` with the error) and retried by the next call.
     """
     out = Path(out)
     shards = out / "shards"

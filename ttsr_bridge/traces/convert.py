@@ -1,8 +1,8 @@
 """Convert trace collections into Parquet training examples (docs/architecture.md §7).
 
 Input: one or more collection directories (``ttsr traces collect``): ``shards/<unit>.jsonl``
-(or ``.jsonl.gz``) traces of either engine plus ``shards/<unit>.json`` metadata. Output: a dataset directory with
-``examples-NNNNN.parquet`` shards and ``dataset.json``.
+(or ``.jsonl.gz``) traces of either engine plus ``shards/<unit>.json`` metadata. Output: a
+dataset directory with ``examples-NNNNN.parquet`` shards and ``dataset.json``.
 
 * ``mutation`` mode: one row per *selected* ``mutate`` event (the attempt SR.jl kept) and two
   rows per crossover (child1 from parent1, child2 from parent2), with the parent and child as
@@ -28,10 +28,10 @@ import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
 
+from .collect import unit_trace_name, unit_traces
 from .reader import iter_trace
 from .records import CrossoverEvent, IterationRecord, MutateEvent, MutationEntry
 
@@ -236,6 +236,7 @@ class _Unit:
     """What one trace file's rows share (read from the unit's metadata)."""
 
     trace: Path
+    unit_id: str
     problem: str
     engine: str
     run: int
@@ -254,15 +255,15 @@ def _units_of(inputs: Sequence[str]) -> tuple[list[_Unit], int]:
         shards = Path(d) / "shards"
         if not shards.is_dir():
             raise ConvertError(f"--in {d}: not a trace collection (no shards/ folder)")
-        for trace in sorted(chain(shards.glob("*.jsonl"), shards.glob("*.jsonl.gz"))):
-            meta_path = shards / (trace.name.removesuffix(".gz").removesuffix(".jsonl") + ".json")
+        for uid, trace in unit_traces(shards):
+            meta_path = shards / f"{uid}.json"
             if not meta_path.is_file():
                 missing += 1
                 continue
             with open(meta_path, encoding="utf-8") as f:
                 m = json.load(f)
             units.append(_Unit(
-                trace=trace, problem=str(m["problem"]), engine=str(m.get("engine", "python")),
+                trace=trace, unit_id=uid, problem=str(m["problem"]), engine=str(m.get("engine", "python")),
                 run=int(m.get("run", 0)), nfeatures=int(m["nfeatures"]),
                 binary=tuple(m.get("binary_operators", ())), unary=tuple(m.get("unary_operators", ())),
                 y_var=float(m.get("y_var", math.nan)), stats=m.get("data_stats"),
@@ -434,8 +435,9 @@ def _rows_of_unit(unit: _Unit, split: str, cfg: ConvertConfig, counts: _Counts) 
 
         import numpy as np
 
-        # By the plain trace's name, so that a unit's rows do not depend on its compression.
-        name = unit.trace.name.removesuffix(".gz")
+        # Seeded by the plain trace's name (as it always was), also for a gzip trace: a unit's
+        # rows do not depend on its compression.
+        name = unit_trace_name(unit.unit_id, compress=False)
         thin = np.random.default_rng([cfg.seed, zlib.crc32(name.encode())])
     reader = iter_trace(unit.trace)
     for it in reader:

@@ -290,10 +290,7 @@ class BatchPrinter:
         order = np.argsort(order_keys, kind="stable")
         seq = pieces[order]
 
-        table = self._op_pieces + leaf_texts
-        lengths = np.fromiter((len(b) for b in table), np.int64, len(table))
-        offsets = np.cumsum(lengths) - lengths
-        blob = np.frombuffer(b"".join(table), np.uint8)
+        blob, offsets, lengths = piece_table(self._op_pieces + leaf_texts)
         plen = lengths[seq]
         cum = np.cumsum(plen)
         total = int(cum[-1])
@@ -305,6 +302,13 @@ class BatchPrinter:
         bounds = (cum - plen)[first_piece].tolist()
         bounds.append(total)
         return ['"' + text[bounds[t]:bounds[t + 1]] + '"' for t in range(lens.shape[0])]
+
+
+def piece_table(pieces: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pieces as one byte array, with each piece's offset and length in it."""
+    lengths = np.fromiter((len(b) for b in pieces), np.int64, len(pieces))
+    offsets = np.cumsum(lengths) - lengths
+    return np.frombuffer(b"".join(pieces), np.uint8), offsets, lengths
 
 
 def _as(data: Any, dtype: Any) -> np.ndarray:

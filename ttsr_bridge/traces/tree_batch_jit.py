@@ -23,10 +23,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .tree_batch import _EMPTY, _FIXED, _LPAR, _RPAR, piece_table
+
 __all__ = ["print_trees", "warm_up"]
 
 _QUOTE = 34  # '"': every tree is a JSON string literal
-_LPAR, _RPAR, _EMPTY = 1, 2, 0  # piece ids, as in tree_batch
 
 
 @njit(cache=True, nogil=True)
@@ -122,9 +123,7 @@ def print_trees(codes: np.ndarray, const_piece: np.ndarray, lens: np.ndarray, ar
     # again): writable, contiguous int64.
     codes = np.require(codes, np.int64, "CW")
     lens = np.require(lens, np.int64, "CW")
-    lengths = np.fromiter((len(b) for b in pieces), np.int64, len(pieces))
-    offsets = np.cumsum(lengths) - lengths
-    blob = np.frombuffer(b"".join(pieces), np.uint8)
+    blob, offsets, lengths = piece_table(pieces)
     ends = np.empty(lens.shape[0], np.int64)
     args = (codes, const_piece, lens, arity, infix, open_piece, sep_piece, blob, offsets, lengths)
     size = _walk(*args, np.empty(0, np.uint8), ends, False)
@@ -142,4 +141,4 @@ def warm_up() -> None:
     first real chunk does not wait for it."""
     ops = np.zeros(1, np.int64)
     print_trees(np.array([1], np.int64), np.zeros(1, np.int64), np.array([1], np.int64), ops,
-                np.zeros(1, np.bool_), ops, ops, [b"", b"(", b")", b", "])
+                np.zeros(1, np.bool_), ops, ops, list(_FIXED))

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..traces.collect import unit_trace_name
+
 __all__ = ["OverheadResult", "main", "measure_overhead"]
 
 
@@ -128,7 +130,7 @@ def measure_overhead(
     X, y = make_data(seed, n_points)
     cfg = _search_config(evals, seed)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        path = Path(tmp) / _trace_name("trace", compress)
+        path = Path(tmp) / unit_trace_name("trace", compress)
         _warm_up(X, y, seed, path, background)
         plain: list[_Run] = []
         traced: list[_Run] = []
@@ -148,10 +150,6 @@ def measure_overhead(
             plain[0].evals, tuple(r.wall for r in plain), tuple(r.wall for r in traced),
             tuple(r.cpu for r in plain), tuple(r.cpu for r in traced),
             tuple(r.writer_cpu for r in traced), path.stat().st_size, lines)
-
-
-def _trace_name(stem: str, compress: bool) -> str:
-    return f"{stem}.jsonl.gz" if compress else f"{stem}.jsonl"
 
 
 # ---- a loaded machine: N searches at once ----------------------------------------------------
@@ -176,8 +174,8 @@ def _pool_search(task: tuple[int, int, str | None, bool | None, bool]) -> float:
     evals, seed, folder, background, compress = task
     assert _POOL_DATA is not None
     cfg = _search_config(evals, seed)
-    path = None if folder is None else Path(folder) / _trace_name(f"trace-{seed}-{time.monotonic_ns()}",
-                                                                  compress)
+    name = unit_trace_name(f"trace-{seed}-{time.monotonic_ns()}", compress)
+    path = None if folder is None else Path(folder) / name
     run = _timed_search(*_POOL_DATA, cfg, path, background)
     if path is not None:
         path.unlink()

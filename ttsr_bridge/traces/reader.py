@@ -30,12 +30,12 @@ from .records import (
 )
 
 __all__ = [
+    "RawLine",
     "TraceFile",
     "TraceFormatError",
     "TraceIssue",
     "TraceReader",
     "iter_trace",
-    "RawLine",
     "loads_trace_line",
     "read_lines",
     "read_trace",

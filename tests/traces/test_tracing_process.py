@@ -44,7 +44,9 @@ def _write_iterations(tw: TraceWriter, n: int, start_ref: int = 1) -> None:
         tw.write(it)
 
 
-def _small_search(path: Path | None, env: str) -> None:
+def _small_search(path: Path | None, env: str, **config: int) -> None:
+    """A seeded two-iteration search (``config``: other SearchConfig sizes) traced to ``path``
+    by the ``env`` writer."""
     import numpy as np
 
     from ttsr_bridge.search import SearchConfig, equation_search
@@ -52,8 +54,8 @@ def _small_search(path: Path | None, env: str) -> None:
     rng = np.random.default_rng(0)
     X = rng.uniform(-2, 2, size=(40, 2))
     y = X[:, 0] * X[:, 1] + 1.0
-    cfg = SearchConfig.preset("pysr", niterations=2, populations=3, population_size=20,
-                              ncycles_per_iteration=20, random_state=1)
+    sizes = {"populations": 3, "population_size": 20, "ncycles_per_iteration": 20, **config}
+    cfg = SearchConfig.preset("pysr", niterations=2, random_state=1, **sizes)
     saved = os.environ.get(WRITER_ENV)
     os.environ[WRITER_ENV] = env
     try:
@@ -65,14 +67,19 @@ def _small_search(path: Path | None, env: str) -> None:
             os.environ[WRITER_ENV] = saved
 
 
-def test_process_and_inline_write_the_same_bytes(tmp_path: Path, monkeypatch) -> None:
+@pytest.fixture
+def fixed_clock(monkeypatch) -> None:
+    """Every clock read of the tracer the same: files of one seeded search are comparable."""
     from ttsr_bridge.traces import tracing
 
-    def fixed() -> float:  # every clock read the same: the two files are comparable
+    def fixed() -> float:
         return 1.7e9 + 0.5
 
     monkeypatch.setattr(tracing, "_time", fixed)
     monkeypatch.setattr(tracing.time, "time", fixed)
+
+
+def test_process_and_inline_write_the_same_bytes(tmp_path: Path, fixed_clock) -> None:
     _small_search(tmp_path / "inline.jsonl", "inline")
     _small_search(tmp_path / "process.jsonl", "process")
     inline = (tmp_path / "inline.jsonl").read_bytes()
@@ -83,17 +90,11 @@ def test_process_and_inline_write_the_same_bytes(tmp_path: Path, monkeypatch) ->
 
 
 @pytest.mark.parametrize("env", ["inline", "process"])
-def test_gzip_trace_holds_the_same_bytes(tmp_path: Path, monkeypatch, env: str) -> None:
+def test_gzip_trace_holds_the_same_bytes(tmp_path: Path, fixed_clock, env: str) -> None:
     import gzip
 
-    from ttsr_bridge.traces import tracing
     from ttsr_bridge.traces.validate import validate_file
 
-    def fixed() -> float:
-        return 1.7e9 + 0.5
-
-    monkeypatch.setattr(tracing, "_time", fixed)
-    monkeypatch.setattr(tracing.time, "time", fixed)
     _small_search(tmp_path / "t.jsonl", env)
     _small_search(tmp_path / "t.jsonl.gz", env)  # the name asks for gzip
     plain = (tmp_path / "t.jsonl").read_bytes()
@@ -138,27 +139,13 @@ def test_killed_gzip_writer_leaves_a_readable_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
-def test_writer_loads_the_compiled_tree_walk_between_files(tmp_path: Path, monkeypatch) -> None:
+def test_writer_loads_the_compiled_tree_walk_between_files(tmp_path: Path, fixed_clock) -> None:
     # After a file of some size the writer loads Numba's tree walk while idle; the next file,
     # printed by it, holds the same bytes as an inline writer's.
-    import numpy as np
-
-    from ttsr_bridge.search import SearchConfig, equation_search
-    from ttsr_bridge.traces import tracing
-
-    def fixed() -> float:
-        return 1.7e9 + 0.5
-
-    monkeypatch.setattr(tracing, "_time", fixed)
-    monkeypatch.setattr(tracing.time, "time", fixed)
-    rng = np.random.default_rng(0)
-    X = rng.uniform(-2, 2, size=(40, 2))
-    y = X[:, 0] * X[:, 1] + 1.0
-    cfg = SearchConfig.preset("pysr", niterations=2, populations=10, population_size=27,
-                              ncycles_per_iteration=700, random_state=1)  # ~30k evaluations
-    monkeypatch.setenv(WRITER_ENV, "process")
-    equation_search(X, y, cfg, trace=str(tmp_path / "first.jsonl"))  # > PRELOAD_AFTER_NODES
     from ttsr_bridge.traces.tracing_process import _idle
+
+    sizes = {"populations": 10, "population_size": 27, "ncycles_per_iteration": 700}  # ~30k evals
+    _small_search(tmp_path / "first.jsonl", "process", **sizes)  # > PRELOAD_AFTER_NODES
 
     (writer,) = [w for w in _idle if w.proc.poll() is None][-1:]
     maps = Path(f"/proc/{writer.proc.pid}/maps")
@@ -166,9 +153,8 @@ def test_writer_loads_the_compiled_tree_walk_between_files(tmp_path: Path, monke
     while "llvmlite" not in maps.read_text() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert "llvmlite" in maps.read_text(), "the idle writer did not load the compiled walk"
-    equation_search(X, y, cfg, trace=str(tmp_path / "compiled.jsonl"))
-    monkeypatch.setenv(WRITER_ENV, "inline")
-    equation_search(X, y, cfg, trace=str(tmp_path / "inline.jsonl"))
+    _small_search(tmp_path / "compiled.jsonl", "process", **sizes)
+    _small_search(tmp_path / "inline.jsonl", "inline", **sizes)
     compiled = (tmp_path / "compiled.jsonl").read_bytes()
     assert compiled == (tmp_path / "inline.jsonl").read_bytes()
     assert compiled == (tmp_path / "first.jsonl").read_bytes()

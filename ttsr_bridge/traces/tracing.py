@@ -162,20 +162,18 @@ class TraceWriter:
         self._details_cache: dict[tuple[tuple[str, Any], ...], str] = {}
         self._renderer: TraceRenderer | None = None  # for tree_string() here
         self.compress = self.path.suffix == ".gz" if compress is None else bool(compress)
-        search_line = render_search_line(options_string, time.time()) + "\n"
+        search_line: str | bytes = render_search_line(options_string, time.time()) + "\n"
         # The sink owns the file (closed below only if the sink never took it).
         file: IO[Any]
         if self.compress:  # unbuffered: the buffer is above the compressor
             file = open(self.path, "wb", buffering=0)  # noqa: SIM115
+            # A gzip member of its own, complete on disk before the search starts; the records
+            # follow as a second member.
+            search_line = gzip.compress(search_line.encode("utf-8"), compresslevel=GZIP_LEVEL, mtime=0)
         else:
             file = open(self.path, "w", encoding="utf-8", buffering=buffer_bytes)  # noqa: SIM115
         try:
-            if self.compress:
-                # A gzip member of its own, complete on disk before the search starts; the
-                # records follow as a second member.
-                file.write(gzip.compress(search_line.encode("utf-8"), compresslevel=GZIP_LEVEL, mtime=0))
-            else:
-                file.write(search_line)
+            file.write(search_line)
             file.flush()
             self._sink = open_sink(file, buffer_bytes, background, self.compress)
         except BaseException:
